@@ -1,0 +1,54 @@
+# The commands users type. CMake does the real work; see docs/development.md.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TIME  ?= 30
+JOBS       ?= $(shell nproc)
+CTEST_ARGS ?=
+
+.PHONY: all build deps test test-unit test-asan bench fuzz fuzz-smoke up clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The whole suite, with the real servers it needs started (and stopped) by the harness.
+test: build
+	scripts/with-servers ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+test-unit: build
+	ctest --test-dir $(BUILD) --output-on-failure -L unit $(CTEST_ARGS)
+
+$(ASAN_BUILD)/build.ninja:
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: $(ASAN_BUILD)/build.ninja
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  scripts/with-servers ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_FUZZ=ON
+
+# Every libFuzzer target for FUZZ_TIME seconds each, starting from its seed corpus.
+fuzz: $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	scripts/fuzz-all $(FUZZ_BUILD) $(FUZZ_TIME)
+
+bench: build
+	bench/run $(BUILD)
+
+up:
+	@echo "make up arrives with the control plane (issue 7); see README.md for what exists today." >&2
+	@exit 2
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
