@@ -33,6 +33,7 @@ struct loop {
     size_t nheap, heap_cap;
 
     struct loop_defer *defer_head, *defer_tail;
+    size_t ndefer;
 
     /* cross-thread posts */
     int wakefd;
@@ -342,6 +343,7 @@ void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_cb cb, void *da
     d->data = data;
     d->next = NULL;
     d->is_pending = true;
+    l->ndefer++;
     if (l->defer_tail)
         l->defer_tail->next = d;
     else
@@ -349,16 +351,40 @@ void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_cb cb, void *da
     l->defer_tail = d;
 }
 
+void loop_defer_cancel(struct loop *l, struct loop_defer *d)
+{
+    if (!d->is_pending)
+        return;
+    struct loop_defer *prev = NULL;
+    for (struct loop_defer *it = l->defer_head; it; prev = it, it = it->next) {
+        if (it != d)
+            continue;
+        if (prev)
+            prev->next = d->next;
+        else
+            l->defer_head = d->next;
+        if (l->defer_tail == d)
+            l->defer_tail = prev;
+        l->ndefer--;
+        break;
+    }
+    d->is_pending = false;
+}
+
 static void run_deferred(struct loop *l)
 {
-    /* Only what was queued before we started: new defers run next round. */
-    struct loop_defer *d = l->defer_head;
-    l->defer_head = l->defer_tail = NULL;
-    while (d) {
-        struct loop_defer *next = d->next;
+    /* Pop from the head, at most as many as were queued when we started:
+     * defers queued by these callbacks run next round, and a defer can be
+     * cancelled or re-queued from inside any callback. */
+    size_t budget = l->ndefer;
+    while (budget-- && l->defer_head) {
+        struct loop_defer *d = l->defer_head;
+        l->defer_head = d->next;
+        if (!l->defer_head)
+            l->defer_tail = NULL;
+        l->ndefer--;
         d->is_pending = false;
         d->cb(d->data);
-        d = next;
     }
 }
 

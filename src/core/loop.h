@@ -116,6 +116,8 @@ static inline bool loop_timer_is_active(const struct loop_timer *t) { return t->
 /* Runs cb(data) after the current batch of events. A pending defer is not
  * queued twice. */
 void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_cb cb, void *data);
+/* Removes a pending defer (O(pending)); no-op if not pending. */
+void loop_defer_cancel(struct loop *l, struct loop_defer *d);
 /* Runs cb(data) on the loop's thread; safe from any thread. -ENOMEM. */
 int loop_post(struct loop *l, loop_defer_cb cb, void *data);
 
