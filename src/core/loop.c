@@ -452,6 +452,7 @@ int loop_signal_start(struct loop *l, struct loop_signal *s, int signo, loop_sig
     s->loop = l;
     s->signo = signo;
     s->cb = cb;
+    s->data = data;
     s->next = l->signals;
     l->signals = s;
     return 0;

@@ -1,0 +1,139 @@
+/* strata-demo-service: a small service on the framework, for the
+ * framework's end-to-end tests (tests/integration/test_service.sh).
+ *   GET  /v1/hello/{name}      → {"hello": name}
+ *   POST /v1/items             → validates {"name": string 1..50, "qty": 1..1000}, 201 with it
+ *   GET  /v1/slow/{ms}         → answers after ms milliseconds (async, on a loop timer)
+ *   GET  /v1/call/{port}       → calls GET /v1/hello/peer on 127.0.0.1:port with the HTTP client,
+ *                                propagating traceparent and x-request-id; 502/504 JSON on failure
+ * Readiness check "flag": ready unless the file $READY_FLAG_FILE exists. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/log.h"
+#include "core/service.h"
+
+static void hello(struct service_req *r, void *arg)
+{
+    (void)arg;
+    struct str name = service_req_param(r, "name");
+    json_t *body = json_object();
+    json_object_set_new(body, "hello", json_stringn(name.p, name.n));
+    service_reply_json(r, 200, body);
+}
+
+static void create_item(struct service_req *r, void *arg)
+{
+    (void)arg;
+    json_t *in;
+    if (service_req_json(r, 8, &in) < 0)
+        return;
+    struct json_error err;
+    const char *name;
+    json_int_t qty;
+    static const char *const allowed[] = { "name", "qty", NULL };
+    if (json_check_only_keys(in, allowed, &err) < 0 || json_get_string(in, "name", true, 1, 50, &name, &err) < 0 ||
+        json_get_int(in, "qty", true, 1, 1000, &qty, &err) < 0) {
+        json_decref(in);
+        service_reply_json_error(r, &err);
+        return;
+    }
+    service_reply_json(r, 201, in);
+}
+
+struct slow {
+    struct loop_timer t;
+    struct service_req *r;
+};
+
+static void slow_done(struct loop_timer *t)
+{
+    struct slow *s = t->data;
+    service_reply(s->r, 200, "application/json", STR_LIT("{\"slow\":true}"));
+}
+
+static void slow(struct service_req *r, void *arg)
+{
+    (void)arg;
+    uint64_t ms;
+    if (str_to_u64(service_req_param(r, "ms"), &ms) < 0 || ms > 60000) {
+        service_reply_error(r, 400, "invalid_parameter", "ms: expected 0..60000");
+        return;
+    }
+    struct slow *s = arena_alloc(service_req_arena(r), sizeof *s);
+    s->r = r;
+    loop_timer_init(service_req_loop(r), &s->t, slow_done, s);
+    loop_timer_start(&s->t, ms);
+}
+
+static void call_done(int err, const struct http1_client_response *resp, void *arg)
+{
+    struct service_req *r = arg;
+    if (err == -ETIMEDOUT) {
+        service_reply_error(r, 504, "upstream_timeout", "the peer did not answer in time");
+        return;
+    }
+    if (err) {
+        service_reply_error(r, 502, "upstream_unavailable", "the peer could not be reached");
+        return;
+    }
+    service_reply(r, resp->status, "application/json", resp->body);
+}
+
+static void call_peer(struct service_req *r, void *arg)
+{
+    (void)arg;
+    uint64_t port;
+    if (str_to_u64(service_req_param(r, "port"), &port) < 0 || port == 0 || port > 65535) {
+        service_reply_error(r, 400, "invalid_parameter", "port: expected 1..65535");
+        return;
+    }
+    struct http1_client_request req = { .method = STR_LIT("GET"), .target = STR_LIT("/v1/hello/peer"),
+                                        .host = STR_LIT("peer"), .timeout_ms = 2000 };
+    net_addr_from_host(STR_LIT("127.0.0.1"), (uint16_t)port, &req.addr);
+    char tp[TRACE_TRACEPARENT_LEN + 1];
+    struct http1_header h[2];
+    size_t n = 0;
+    h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(service_req_id(r)) };
+    if (service_req_span(r) && trace_format_traceparent(trace_span_ctx(service_req_span(r)), tp) == 0)
+        h[n++] = (struct http1_header){ STR_LIT("traceparent"), str_from_cstr(tp) };
+    req.headers = h;
+    req.nheaders = n;
+    if (http1_client_send(service_req_client(r), &req, call_done, r, NULL) < 0)
+        service_reply_error(r, 503, "out_of_memory", "cannot start the call");
+}
+
+static int flag_check(void *arg, char *reason, size_t n)
+{
+    (void)arg;
+    const char *f = getenv("READY_FLAG_FILE");
+    if (f && access(f, F_OK) == 0) {
+        snprintf(reason, n, "flag file %s exists", f);
+        return -1;
+    }
+    return 0;
+}
+
+int main(void)
+{
+    struct service_config cfg = { .name = "demo", .listen = "127.0.0.1:0" };
+    struct service *s = service_new(&cfg);
+    if (!s)
+        return 2;
+    service_route(s, "GET", "/v1/hello/{name}", hello, NULL);
+    service_route(s, "POST", "/v1/items", create_item, NULL);
+    service_route(s, "GET", "/v1/slow/{ms}", slow, NULL);
+    service_route(s, "GET", "/v1/call/{port}", call_peer, NULL);
+    service_add_check(s, "flag", flag_check, NULL);
+    if (service_bind(s) < 0)
+        return 1;
+    /* Tests read the chosen port from this line. */
+    printf("port=%u\n", service_port(s));
+    fflush(stdout);
+    int rc = service_run(s);
+    service_free(s);
+    return rc < 0 ? 1 : 0;
+}
