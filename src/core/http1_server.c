@@ -529,7 +529,9 @@ static void dispatch(struct http1_conn *c)
     s->cfg.handler(&c->x, s->cfg.handler_arg);
 }
 
-static int parse_head(struct http1_conn *c)
+/* The parser's result (its error codes are small negatives that overlap
+ * errno values, so allocation failure is reported through *is_oom). */
+static int parse_head(struct http1_conn *c, bool *is_oom)
 {
     struct http1_server *s = c->srv;
     size_t cap = s->cfg.limits.max_headers;
@@ -537,16 +539,20 @@ static int parse_head(struct http1_conn *c)
     struct http1_header *hdrs = stack_headers;
     if (cap > 128) {
         hdrs = arena_alloc(&c->x.arena, cap * sizeof *hdrs);
-        if (!hdrs)
-            return -ENOMEM;
+        if (!hdrs) {
+            *is_oom = true;
+            return 0;
+        }
     }
     int rc = http1_parse_request(buf_rptr(&c->rbuf), buf_len(&c->rbuf), &s->cfg.limits, &c->x.req, hdrs, cap);
     if (rc <= 0)
         return rc;
     if (hdrs == stack_headers && c->x.req.nheaders) {
         struct http1_header *copy = arena_alloc(&c->x.arena, c->x.req.nheaders * sizeof *copy);
-        if (!copy)
-            return -ENOMEM;
+        if (!copy) {
+            *is_oom = true;
+            return 0;
+        }
         memcpy(copy, hdrs, c->x.req.nheaders * sizeof *copy);
         c->x.req.headers = copy;
     }
@@ -617,13 +623,14 @@ static void conn_process_input(struct http1_conn *c)
         if (!buf_len(&c->rbuf))
             return;
         c->state = CS_HEAD;
-        int rc = parse_head(c);
-        if (rc == HTTP1_INCOMPLETE)
-            return;
-        if (rc == -ENOMEM) {
+        bool is_oom = false;
+        int rc = parse_head(c, &is_oom);
+        if (is_oom) {
             conn_close(c);
             return;
         }
+        if (rc == HTTP1_INCOMPLETE)
+            return;
         if (rc < 0) {
             conn_fail(c, http1_error_status(rc), http1_error_code(rc), "malformed request");
             return;
