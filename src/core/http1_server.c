@@ -672,6 +672,35 @@ static void conn_process_input(struct http1_conn *c)
     }
 }
 
+/* Moves a view that points into the old head; static strings stay put. */
+static void rebase(struct str *v, const char *old, size_t head_len, const char *now)
+{
+    if (v->p && v->p >= old && v->p <= old + head_len)
+        v->p = now + (v->p - old);
+}
+
+/* The buffer moved (grew or compacted) while a parsed head points into it:
+ * move every view by the same distance, the bytes kept their order. */
+static void rebase_request(struct http1_conn *c, const char *old)
+{
+    const char *now = buf_rptr(&c->rbuf);
+    struct http1_request *r = &c->x.req;
+    if (old == now)
+        return;
+    size_t n = c->head_len;
+    rebase(&r->method, old, n, now);
+    rebase(&r->target, old, n, now);
+    rebase(&r->path, old, n, now);
+    rebase(&r->query, old, n, now);
+    rebase(&r->scheme, old, n, now);
+    rebase(&r->authority, old, n, now);
+    rebase(&r->host, old, n, now);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        rebase(&r->headers[i].name, old, n, now);
+        rebase(&r->headers[i].value, old, n, now);
+    }
+}
+
 static void conn_read(struct http1_conn *c)
 {
     struct http1_server *s = c->srv;
@@ -679,7 +708,10 @@ static void conn_read(struct http1_conn *c)
     for (int i = 0; i < READS_PER_WAKEUP && !c->is_closed; i++) {
         if (c->state != CS_IDLE && c->state != CS_HEAD && c->state != CS_BODY)
             return;
+        const char *old = buf_rptr(&c->rbuf);
         int rc = buf_reserve(&c->rbuf, READ_CHUNK);
+        if (rc == 0 && c->state == CS_BODY)
+            rebase_request(c, old);
         if (rc == -ENOBUFS) {
             /* The parser's limits fire before this; a client pushing past
              * them without waiting gets the matching error. */
