@@ -21,7 +21,7 @@ build: $(BUILD)/build.ninja
 
 # The whole suite, with the real servers it needs started (and stopped) by the harness.
 test: deps build
-	scripts/with-servers ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+	STRATA_BUILD_DIR=$(CURDIR)/$(BUILD) scripts/with-servers ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -L unit $(CTEST_ARGS)
@@ -33,7 +33,7 @@ $(ASAN_BUILD)/build.ninja:
 test-asan: deps $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  scripts/with-servers ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+	  STRATA_BUILD_DIR=$(CURDIR)/$(ASAN_BUILD) scripts/with-servers ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 $(FUZZ_BUILD)/build.ninja: | deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_FUZZ=ON
