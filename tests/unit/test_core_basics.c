@@ -5,6 +5,7 @@
 #include "check.h"
 #include "core/arena.h"
 #include "core/buf.h"
+#include "core/rand.h"
 #include "core/str.h"
 
 static void test_str(void)
@@ -89,8 +90,30 @@ static void test_arena(void)
     arena_free(&a);
 }
 
+static void test_rand(void)
+{
+    char a[33], b[33];
+    rand_hex(a, 16);
+    rand_hex(b, 16);
+    CHECK_INT(strlen(a), 32);
+    CHECK(strspn(a, "0123456789abcdef") == 32);
+    CHECK(strcmp(a, b) != 0);
+    /* rand_below stays in range and reaches every value of a small range. */
+    int seen[7] = { 0 };
+    for (int i = 0; i < 7000; i++) {
+        uint64_t v = rand_below(7);
+        CHECK(v < 7);
+        if (v < 7)
+            seen[v]++;
+    }
+    for (int i = 0; i < 7; i++)
+        CHECK(seen[i] > 700 && seen[i] < 1300);
+    CHECK_INT(rand_below(0), 0);
+}
+
 int main(void)
 {
+    RUN(test_rand);
     RUN(test_str);
     RUN(test_buf);
     RUN(test_buf_compacts);
