@@ -65,6 +65,9 @@ struct http1_client {
     struct pool *pools;
     struct http1_client_stats stats;
     struct http1_client_call *calls;
+    struct loop_defer free_defer;
+    int callback_depth;   /* > 0 while a user callback runs */
+    bool is_free_pending; /* http1_client_free was called from a callback */
 };
 
 static void cconn_io_cb(struct loop_io *io, unsigned events);
@@ -253,9 +256,13 @@ static void call_finish(struct http1_client_call *call, int err, const struct ht
     }
     http1_client_cb cb = call->cb;
     void *arg = call->arg;
+    struct http1_client *cl = call->cl;
     call_free(call);
-    if (cb)
+    if (cb) {
+        cl->callback_depth++;
         cb(err, resp, arg);
+        cl->callback_depth--;
+    }
 }
 
 static void deferred_error_cb(void *arg)
@@ -347,7 +354,12 @@ static void deliver(struct cconn *cc)
     call->conn = NULL;
     /* The response views live in cc->in until the callback returns. */
     loop_io_set(&cc->io, 0);
+    struct http1_client *cl = cc->cl;
     call_finish(call, 0, &r);
+    if (cl->is_free_pending) {
+        cconn_close(cc); /* the client is going away: nothing goes back to a pool */
+        return;
+    }
     if (cc->is_closed)
         return;
     if (reusable)
@@ -663,12 +675,9 @@ struct http1_client *http1_client_new(struct loop *l, const struct http1_client_
     return cl;
 }
 
-void http1_client_free(struct http1_client *cl)
+static void client_destroy(void *arg)
 {
-    if (!cl)
-        return;
-    while (cl->calls)
-        http1_client_cancel(cl->calls);
+    struct http1_client *cl = arg;
     struct pool *p = cl->pools;
     while (p) {
         struct pool *next = p->next;
@@ -678,6 +687,25 @@ void http1_client_free(struct http1_client *cl)
         p = next;
     }
     free(cl);
+}
+
+void http1_client_free(struct http1_client *cl)
+{
+    if (!cl)
+        return;
+    while (cl->calls)
+        http1_client_cancel(cl->calls);
+    if (cl->callback_depth > 0) {
+        /* Called from one of our callbacks: the code that ran it still uses
+         * the client; finish after this batch of events. */
+        for (struct pool *p = cl->pools; p; p = p->next)
+            while (p->idle)
+                cconn_close(p->idle);
+        cl->is_free_pending = true;
+        loop_defer(cl->loop, &cl->free_defer, client_destroy, cl);
+        return;
+    }
+    client_destroy(cl);
 }
 
 const struct http1_client_stats *http1_client_stats(const struct http1_client *cl) { return &cl->stats; }

@@ -78,7 +78,8 @@ typedef void (*http1_client_cb)(int err, const struct http1_client_response *res
 
 /* NULL on allocation failure. */
 struct http1_client *http1_client_new(struct loop *l, const struct http1_client_config *cfg);
-/* Closes pooled connections; calls in flight are cancelled without callback. */
+/* Closes pooled connections; calls in flight are cancelled without callback.
+ * May be called from inside a callback (the memory goes after it returns). */
 void http1_client_free(struct http1_client *c);
 
 /* Starts a request. The callback runs later, never inside this call. out

@@ -313,6 +313,34 @@ static void test_client_pool_timeout_refused(void)
     loop_free(l);
 }
 
+static struct http1_client *victim;
+static void free_inside_cb(int err, const struct http1_client_response *r, void *arg)
+{
+    int *done = arg;
+    CHECK_INT(err, 0);
+    CHECK_INT(r ? r->status : 0, 200);
+    http1_client_free(victim); /* the owner tears the client down from its callback */
+    (*done)++;
+}
+
+static void test_client_free_inside_callback(void)
+{
+    struct test_server ts;
+    struct http1_server_config cfg = { .handler = hello };
+    CHECK_INT(test_server_start(&ts, &cfg), 0);
+    struct loop *l = loop_new();
+    victim = http1_client_new(l, NULL);
+    int done = 0;
+    struct http1_client_request req = { .method = STR_LIT("GET"), .target = STR_LIT("/"), .host = STR_LIT("t") };
+    net_addr_from_host(STR_LIT("127.0.0.1"), ts.port, &req.addr);
+    CHECK_INT(http1_client_send(victim, &req, free_inside_cb, &done, NULL), 0);
+    run_until(l, &done, 1);
+    CHECK_INT(done, 1);
+    loop_run_once(l, 0); /* the deferred frees; ASan reports any use after free */
+    loop_free(l);
+    test_server_stop(&ts);
+}
+
 static void test_url_parse(void)
 {
     struct http1_url u;
@@ -343,6 +371,7 @@ int main(void)
     RUN(test_large_response);
     RUN(test_drain_finishes_in_flight);
     RUN(test_client_pool_timeout_refused);
+    RUN(test_client_free_inside_callback);
     RUN(test_url_parse);
     return check_done();
 }
