@@ -10,6 +10,7 @@
 #include "core/http1_client.h"
 #include "core/http1_server.h"
 #include "core/net.h"
+#include "core/tls.h"
 #include "support/test_server.h"
 
 #define SEND(fd, lit) test_send_all((fd), (lit), sizeof(lit) - 1)
@@ -341,6 +342,60 @@ static void test_client_free_inside_callback(void)
     test_server_stop(&ts);
 }
 
+static int wrap_tls(struct sock *s, void *arg) { return tls_sock_server(arg, s); }
+
+/* HTTPS through the same server code, with curl as the real client. */
+static void test_https_with_curl(void)
+{
+    char dir[] = "/tmp/strata-https-XXXXXX", cmd[2048];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost -keyout %s/key.pem -out %s/cert.pem 2>/dev/null",
+             dir, dir);
+    CHECK_INT(system(cmd), 0);
+    char certf[256], keyf[256];
+    snprintf(certf, sizeof certf, "%s/cert.pem", dir);
+    snprintf(keyf, sizeof keyf, "%s/key.pem", dir);
+    struct tls_cert_pair pair = { .cert_file = certf, .key_file = keyf };
+    struct tls_server_config tc = { .certs = &pair, .ncerts = 1 };
+    struct tls_error terr;
+    struct tls_server_ctx *ctx = tls_server_ctx_new(&tc, &terr);
+    CHECK(ctx != NULL);
+    if (!ctx) {
+        fprintf(stderr, "tls: %s\n", terr.msg);
+        return;
+    }
+    struct http1_server_config cfg = { .handler = hello, .wrap = wrap_tls, .wrap_arg = ctx };
+    struct test_server ts;
+    CHECK_INT(test_server_start(&ts, &cfg), 0);
+    /* Two requests on one connection (keep-alive over TLS), then a POST. */
+    snprintf(cmd, sizeof cmd,
+             "curl -sS --max-time 5 --cacert %s --resolve localhost:%u:127.0.0.1 -w ' %%{http_code} %%{num_connects}' "
+             "https://localhost:%u/a https://localhost:%u/b --next --cacert %s --resolve localhost:%u:127.0.0.1 "
+             "-d x=1 https://localhost:%u/c -w ' %%{http_code}' 2>&1",
+             certf, ts.port, ts.port, ts.port, certf, ts.port, ts.port);
+    FILE *p = popen(cmd, "r");
+    char out[512] = "";
+    size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = '\0';
+    if (p)
+        pclose(p);
+    CHECK_STR(out, "hello 200 1hello 200 0hello 200");
+    /* Plain HTTP to the TLS port is refused, not served. */
+    snprintf(cmd, sizeof cmd, "curl -s --max-time 5 -o /dev/null -w '%%{http_code}' http://127.0.0.1:%u/ 2>/dev/null", ts.port);
+    p = popen(cmd, "r");
+    n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    out[n] = '\0';
+    if (p)
+        pclose(p);
+    CHECK_STR(out, "000");
+    test_server_stop(&ts);
+    tls_server_ctx_unref(ctx);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK_INT(system(cmd), 0);
+}
+
 static void test_url_parse(void)
 {
     struct http1_url u;
@@ -372,6 +427,7 @@ int main(void)
     RUN(test_drain_finishes_in_flight);
     RUN(test_client_pool_timeout_refused);
     RUN(test_client_free_inside_callback);
+    RUN(test_https_with_curl);
     RUN(test_url_parse);
     return check_done();
 }
