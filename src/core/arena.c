@@ -17,6 +17,52 @@ void arena_init(struct arena *a, size_t chunk_size, size_t max_total)
     a->chunk_size = chunk_size ? chunk_size : 4096;
     a->used_total = 0;
     a->max_total = max_total;
+    a->pool = NULL;
+}
+
+void arena_pool_init(struct arena_pool *p, size_t chunk_size, size_t max)
+{
+    p->free = NULL;
+    p->n = 0;
+    p->max = max;
+    p->chunk_size = chunk_size;
+}
+
+void arena_pool_free(struct arena_pool *p)
+{
+    while (p->free) {
+        struct arena_chunk *next = p->free->next;
+        free(p->free);
+        p->free = next;
+    }
+    p->n = 0;
+}
+
+static struct arena_chunk *chunk_new(struct arena *a, size_t size)
+{
+    struct arena_pool *p = a->pool;
+    if (p && size == p->chunk_size && p->free) {
+        struct arena_chunk *c = p->free;
+        p->free = c->next;
+        p->n--;
+        return c;
+    }
+    struct arena_chunk *c = malloc(sizeof *c + size);
+    if (c)
+        c->size = size;
+    return c;
+}
+
+static void chunk_release(struct arena *a, struct arena_chunk *c)
+{
+    struct arena_pool *p = a->pool;
+    if (p && c->size == p->chunk_size && p->n < p->max) {
+        c->next = p->free;
+        p->free = c;
+        p->n++;
+        return;
+    }
+    free(c);
 }
 
 void *arena_alloc(struct arena *a, size_t n)
@@ -30,10 +76,9 @@ void *arena_alloc(struct arena *a, size_t n)
     struct arena_chunk *c = a->head;
     if (!c || c->size - c->used < need) {
         size_t size = need > a->chunk_size ? need : a->chunk_size;
-        c = malloc(sizeof *c + size);
+        c = chunk_new(a, size);
         if (!c)
             return NULL;
-        c->size = size;
         c->used = 0;
         /* A big one-off chunk goes behind the head so the head's free space
          * stays usable for the small allocations that follow. */
@@ -74,7 +119,7 @@ void arena_reset(struct arena *a)
         if (!keep && c->size == a->chunk_size) {
             keep = c;
         } else {
-            free(c);
+            chunk_release(a, c);
         }
         c = next;
     }
@@ -91,7 +136,7 @@ void arena_free(struct arena *a)
     struct arena_chunk *c = a->head;
     while (c) {
         struct arena_chunk *next = c->next;
-        free(c);
+        chunk_release(a, c);
         c = next;
     }
     a->head = NULL;

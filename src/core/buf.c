@@ -116,3 +116,52 @@ int buf_append_u64(struct buf *b, unsigned long long v)
     } while (v);
     return buf_append(b, tmp + i, sizeof tmp - i);
 }
+
+void buf_pool_init(struct buf_pool *p, size_t size, size_t max)
+{
+    p->blocks = NULL;
+    p->n = 0;
+    p->max = max;
+    p->size = size;
+}
+
+void buf_pool_free(struct buf_pool *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->blocks[i]);
+    free(p->blocks);
+    p->blocks = NULL;
+    p->n = 0;
+}
+
+int buf_take(struct buf *b, struct buf_pool *p)
+{
+    if (b->data)
+        return 0;
+    char *mem = p->n ? p->blocks[--p->n] : malloc(p->size);
+    if (!mem)
+        return -ENOMEM;
+    b->data = mem;
+    b->cap = p->size < b->max ? p->size : b->max;
+    b->rpos = b->wpos = 0;
+    return 0;
+}
+
+void buf_give(struct buf *b, struct buf_pool *p)
+{
+    if (!b->data)
+        return;
+    if (b->cap == p->size && p->n < p->max) {
+        if (!p->blocks) {
+            p->blocks = malloc(p->max * sizeof *p->blocks);
+            if (!p->blocks)
+                goto drop;
+        }
+        p->blocks[p->n++] = b->data;
+        b->data = NULL;
+        b->cap = b->rpos = b->wpos = 0;
+        return;
+    }
+drop:
+    buf_free(b);
+}

@@ -53,4 +53,25 @@ int buf_vappendf(struct buf *b, const char *fmt, va_list ap);
 /* Appends the decimal form of v (no printf on the hot path). */
 int buf_append_u64(struct buf *b, unsigned long long v);
 
+/* ---- pools: reuse blocks of one size instead of malloc/free per request --
+ * A connection returns its buffers to its loop's pool when it goes idle and
+ * takes them back on the next request, so a keep-alive connection costs no
+ * allocation per request and an idle one holds no buffer. Bounded: past max
+ * blocks, returned memory is freed. One pool per loop: not thread-safe. */
+struct buf_pool {
+    char **blocks;
+    size_t n, max;
+    size_t size; /* bytes per block */
+};
+
+void buf_pool_init(struct buf_pool *p, size_t size, size_t max);
+/* Frees the pooled blocks. */
+void buf_pool_free(struct buf_pool *p);
+/* Gives an empty, memoryless b a block of p->size bytes (pooled or new).
+ * 0 or -ENOMEM. No-op when b already has memory. */
+int buf_take(struct buf *b, struct buf_pool *p);
+/* Takes b's memory away (b is empty and memoryless after): into the pool
+ * when it is a p->size block and there is room, else freed. */
+void buf_give(struct buf *b, struct buf_pool *p);
+
 #endif

@@ -479,8 +479,8 @@ static void cconn_read(struct cconn *cc)
             cconn_fail(cc, prc < 0 ? prc : -ECONNRESET);
             return;
         }
-        if ((size_t)n < room)
-            return;
+        if ((size_t)n < room && cc->sock.ops == &sock_plain_ops)
+            return; /* TCP drained; TLS may still hold decrypted records */
     }
 }
 

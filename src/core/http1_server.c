@@ -50,6 +50,7 @@ struct http1_conn {
     struct loop_timer timer;
     struct loop_defer defer;       /* the deferred free */
     struct loop_defer input_defer; /* the next pipelined request */
+    struct loop_defer read_defer;  /* more to read after the per-wakeup cap */
     enum conn_state state;
     struct buf rbuf;
     struct buf wbuf;
@@ -59,7 +60,10 @@ struct http1_conn {
     size_t body_len;  /* decoded body bytes, stored right after the head */
     size_t linger_bytes;
     struct http1_chunked chunked;
-    struct http1_exchange x;
+    /* The request in progress; NULL between requests, so that an idle
+     * connection costs only this struct (about 400 bytes). */
+    struct http1_exchange *x;
+    struct net_addr peer;
     uint32_t nrequests;
     int status;          /* of the response being written */
     bool close_after;
@@ -78,6 +82,12 @@ struct http1_server {
     void (*on_drained)(void *arg);
     void *drained_arg;
     size_t rbuf_max;
+    /* Buffers and arena chunks cycle through these instead of malloc/free:
+     * 256 × (16 + 4 + 4) KiB = 6 MiB at most per loop. */
+    struct buf_pool rpool, wpool;
+    struct arena_pool apool;
+    struct http1_exchange *free_exchanges; /* linked through ->user; ≤ 256 */
+    size_t nfree_exchanges;
     bool is_draining;
     bool is_accept_paused;
 };
@@ -129,13 +139,10 @@ static void accept_one(struct http1_server *s, int fd, const struct net_addr *pe
         free(c);
         return;
     }
-    c->x.peer = *peer;
-    c->x.conn = c;
-    c->x.sock = &c->sock;
+    c->peer = *peer;
     buf_init(&c->rbuf, s->rbuf_max);
     buf_init(&c->wbuf, SIZE_MAX / 2);
     buf_init(&c->wbody, SIZE_MAX / 2);
-    arena_init(&c->x.arena, 4096, 0);
     loop_io_init(s->loop, &c->io, fd, conn_io_cb, c);
     loop_timer_init(s->loop, &c->timer, conn_timer_cb, c);
     c->next = s->conns;
@@ -217,6 +224,9 @@ struct http1_server *http1_server_new(struct loop *l, const struct http1_server_
     /* Head + decoded body + one read of encoded input not yet decoded. */
     s->rbuf_max = s->cfg.limits.max_header_bytes + s->cfg.max_body + 2 * READ_CHUNK;
     loop_timer_init(l, &s->accept_timer, accept_retry_cb, s);
+    buf_pool_init(&s->rpool, READ_CHUNK, 256);
+    buf_pool_init(&s->wpool, 4096, 256);
+    arena_pool_init(&s->apool, 4096, 256);
     return s;
 }
 
@@ -262,14 +272,57 @@ static void drained_cb(void *arg)
     }
 }
 
-static void conn_free_cb(void *arg)
+static void conn_free_cb(void *arg) { free(arg); }
+
+/* The exchange for the request starting now (from the server's free list). */
+static struct http1_exchange *conn_exchange(struct http1_conn *c)
 {
-    struct http1_conn *c = arg;
-    buf_free(&c->rbuf);
-    buf_free(&c->wbuf);
+    struct http1_server *s = c->srv;
+    if (c->x)
+        return c->x;
+    struct http1_exchange *x = s->free_exchanges;
+    if (x) {
+        s->free_exchanges = x->user;
+        s->nfree_exchanges--;
+    } else {
+        x = malloc(sizeof *x);
+        if (!x)
+            return NULL;
+    }
+    memset(x, 0, sizeof *x);
+    arena_init(&x->arena, 4096, 0);
+    arena_set_pool(&x->arena, &s->apool);
+    x->peer = c->peer;
+    x->conn = c;
+    x->sock = &c->sock;
+    c->x = x;
+    return x;
+}
+
+static void conn_drop_exchange(struct http1_conn *c)
+{
+    struct http1_server *s = c->srv;
+    struct http1_exchange *x = c->x;
+    if (!x)
+        return;
+    c->x = NULL;
+    arena_free(&x->arena);
+    if (s->nfree_exchanges < 256) {
+        x->user = s->free_exchanges;
+        s->free_exchanges = x;
+        s->nfree_exchanges++;
+    } else {
+        free(x);
+    }
+}
+
+static void conn_release_memory(struct http1_conn *c)
+{
+    struct http1_server *s = c->srv;
+    buf_give(&c->rbuf, &s->rpool);
+    buf_give(&c->wbuf, &s->wpool);
     buf_free(&c->wbody);
-    arena_free(&c->x.arena);
-    free(c);
+    conn_drop_exchange(c);
 }
 
 static void finish_exchange(struct http1_conn *c, int status)
@@ -278,7 +331,7 @@ static void finish_exchange(struct http1_conn *c, int status)
         return;
     c->is_dispatched = false;
     if (c->srv->cfg.on_complete)
-        c->srv->cfg.on_complete(&c->x, status, c->srv->cfg.handler_arg);
+        c->srv->cfg.on_complete(c->x, status, c->srv->cfg.handler_arg);
 }
 
 static void conn_close(struct http1_conn *c)
@@ -287,12 +340,15 @@ static void conn_close(struct http1_conn *c)
     if (c->is_closed)
         return;
     c->is_closed = true;
+    loop_defer_cancel(s->loop, &c->read_defer);
+    loop_defer_cancel(s->loop, &c->input_defer);
     loop_io_close(&c->io);
     loop_timer_stop(&c->timer);
-    if (c->state == CS_HANDLING && c->x.on_abort)
-        c->x.on_abort(&c->x);
+    if (c->state == CS_HANDLING && c->x && c->x->on_abort)
+        c->x->on_abort(c->x);
     finish_exchange(c, 0);
     sock_close(&c->sock);
+    conn_release_memory(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -330,7 +386,7 @@ static int build_head(struct http1_conn *c, int status, const struct http1_heade
 {
     struct buf *w = &c->wbuf;
     char date[30];
-    int rc = 0;
+    int rc = buf_take(w, &c->srv->wpool);
 
     http1_format_date(date);
     rc |= buf_append(w, "HTTP/1.1 ", 9);
@@ -353,7 +409,7 @@ static int build_head(struct http1_conn *c, int status, const struct http1_heade
     }
     if (c->close_after)
         rc |= buf_append(w, "Connection: close\r\n\r\n", 21);
-    else if (c->x.req.minor_version == 0)
+    else if (c->x->req.minor_version == 0)
         rc |= buf_append(w, "Connection: keep-alive\r\n\r\n", 26);
     else
         rc |= buf_append(w, "\r\n", 2);
@@ -363,7 +419,7 @@ static int build_head(struct http1_conn *c, int status, const struct http1_heade
 static bool has_body(const struct http1_conn *c, int status)
 {
     return status >= 200 && status != 204 && status != 304 &&
-           !str_eq(c->x.req.method, STR_LIT("HEAD"));
+           !str_eq(c->x->req.method, STR_LIT("HEAD"));
 }
 
 static int respond_common(struct http1_exchange *x, int status, const struct http1_header *headers,
@@ -437,12 +493,16 @@ static void conn_fail(struct http1_conn *c, int status, const char *code, const 
 {
     c->srv->stats.parse_errors++;
     c->close_after = true;
+    if (!conn_exchange(c)) {
+        conn_close(c);
+        return;
+    }
     if (c->state == CS_HEAD || c->state == CS_IDLE)
-        memset(&c->x.req, 0, sizeof c->x.req);
-    c->x.req.minor_version = 1;
+        memset(&c->x->req, 0, sizeof c->x->req);
+    c->x->req.minor_version = 1;
     c->state = CS_HANDLING;
     loop_io_set(&c->io, 0);
-    http1_respond_error(&c->x, status, code, message, NULL);
+    http1_respond_error(c->x, status, code, message, NULL);
 }
 
 static void conn_after_response(struct http1_conn *c)
@@ -450,9 +510,7 @@ static void conn_after_response(struct http1_conn *c)
     struct http1_server *s = c->srv;
 
     finish_exchange(c, c->status);
-    c->x.on_abort = NULL;
-    c->x.user = NULL;
-    arena_reset(&c->x.arena);
+    conn_drop_exchange(c);
     if (c->close_after) {
         conn_start_linger(c);
         return;
@@ -470,10 +528,7 @@ static void conn_after_response(struct http1_conn *c)
     }
     /* Idle keep-alive connections hold no buffers: memory per idle
      * connection is the conn struct alone. */
-    buf_free(&c->rbuf);
-    buf_free(&c->wbuf);
-    buf_free(&c->wbody);
-    arena_free(&c->x.arena);
+    conn_release_memory(c);
     c->state = CS_IDLE;
     conn_arm(c, s->cfg.idle_timeout_ms);
     loop_io_set(&c->io, LOOP_READ);
@@ -497,7 +552,8 @@ static void conn_flush(struct http1_conn *c)
             conn_close(c);
             return;
         }
-        c->x.bytes_out += (uint64_t)w;
+        if (c->x)
+            c->x->bytes_out += (uint64_t)w;
         size_t head = buf_len(&c->wbuf) < (size_t)w ? buf_len(&c->wbuf) : (size_t)w;
         buf_consume(&c->wbuf, head);
         buf_consume(&c->wbody, (size_t)w - head);
@@ -516,17 +572,17 @@ static void dispatch(struct http1_conn *c)
     c->state = CS_HANDLING;
     loop_io_set(&c->io, 0);
     loop_timer_stop(&c->timer);
-    c->x.body = str_make(c->rbuf.data + c->rbuf.rpos + c->head_len, c->body_len);
-    c->x.start_ms = loop_now_ms(s->loop);
-    c->x.bytes_in = c->in_pos;
-    c->x.bytes_out = 0;
+    c->x->body = str_make(c->rbuf.data + c->rbuf.rpos + c->head_len, c->body_len);
+    c->x->start_ms = loop_now_ms(s->loop);
+    c->x->bytes_in = c->in_pos;
+    c->x->bytes_out = 0;
     c->nrequests++;
     s->stats.requests++;
-    if (!c->x.req.keep_alive || s->is_draining ||
+    if (!c->x->req.keep_alive || s->is_draining ||
         (s->cfg.max_requests_per_connection && c->nrequests >= s->cfg.max_requests_per_connection))
         c->close_after = true;
     c->is_dispatched = true;
-    s->cfg.handler(&c->x, s->cfg.handler_arg);
+    s->cfg.handler(c->x, s->cfg.handler_arg);
 }
 
 /* The parser's result (its error codes are small negatives that overlap
@@ -537,24 +593,28 @@ static int parse_head(struct http1_conn *c, bool *is_oom)
     size_t cap = s->cfg.limits.max_headers;
     struct http1_header stack_headers[128];
     struct http1_header *hdrs = stack_headers;
+    if (!conn_exchange(c)) {
+        *is_oom = true;
+        return 0;
+    }
     if (cap > 128) {
-        hdrs = arena_alloc(&c->x.arena, cap * sizeof *hdrs);
+        hdrs = arena_alloc(&c->x->arena, cap * sizeof *hdrs);
         if (!hdrs) {
             *is_oom = true;
             return 0;
         }
     }
-    int rc = http1_parse_request(buf_rptr(&c->rbuf), buf_len(&c->rbuf), &s->cfg.limits, &c->x.req, hdrs, cap);
+    int rc = http1_parse_request(buf_rptr(&c->rbuf), buf_len(&c->rbuf), &s->cfg.limits, &c->x->req, hdrs, cap);
     if (rc <= 0)
         return rc;
-    if (hdrs == stack_headers && c->x.req.nheaders) {
-        struct http1_header *copy = arena_alloc(&c->x.arena, c->x.req.nheaders * sizeof *copy);
+    if (hdrs == stack_headers && c->x->req.nheaders) {
+        struct http1_header *copy = arena_alloc(&c->x->arena, c->x->req.nheaders * sizeof *copy);
         if (!copy) {
             *is_oom = true;
             return 0;
         }
-        memcpy(copy, hdrs, c->x.req.nheaders * sizeof *copy);
-        c->x.req.headers = copy;
+        memcpy(copy, hdrs, c->x->req.nheaders * sizeof *copy);
+        c->x->req.headers = copy;
     }
     return rc;
 }
@@ -637,7 +697,7 @@ static void conn_process_input(struct http1_conn *c)
         }
         c->head_len = c->in_pos = (size_t)rc;
         c->body_len = 0;
-        const struct http1_request *r = &c->x.req;
+        const struct http1_request *r = &c->x->req;
         if (r->body_kind == HTTP1_BODY_NONE || (r->body_kind == HTTP1_BODY_LENGTH && r->content_length == 0)) {
             dispatch(c);
             return;
@@ -657,7 +717,7 @@ static void conn_process_input(struct http1_conn *c)
             return;
     }
     if (c->state == CS_BODY) {
-        const struct http1_request *r = &c->x.req;
+        const struct http1_request *r = &c->x->req;
         if (r->body_kind == HTTP1_BODY_LENGTH) {
             if (buf_len(&c->rbuf) - c->head_len < r->content_length)
                 return;
@@ -684,7 +744,7 @@ static void rebase(struct str *v, const char *old, size_t head_len, const char *
 static void rebase_request(struct http1_conn *c, const char *old)
 {
     const char *now = buf_rptr(&c->rbuf);
-    struct http1_request *r = &c->x.req;
+    struct http1_request *r = &c->x->req;
     if (old == now)
         return;
     size_t n = c->head_len;
@@ -701,6 +761,14 @@ static void rebase_request(struct http1_conn *c, const char *old)
     }
 }
 
+static void conn_read(struct http1_conn *c);
+static void conn_read_again(void *arg)
+{
+    struct http1_conn *c = arg;
+    if (!c->is_closed)
+        conn_read(c);
+}
+
 static void conn_read(struct http1_conn *c)
 {
     struct http1_server *s = c->srv;
@@ -708,8 +776,11 @@ static void conn_read(struct http1_conn *c)
     for (int i = 0; i < READS_PER_WAKEUP && !c->is_closed; i++) {
         if (c->state != CS_IDLE && c->state != CS_HEAD && c->state != CS_BODY)
             return;
+        int rc = buf_take(&c->rbuf, &s->rpool);
         const char *old = buf_rptr(&c->rbuf);
-        int rc = buf_reserve(&c->rbuf, READ_CHUNK);
+        /* Read into what is free; grow only when less than 1 KiB is left. */
+        if (rc == 0 && buf_writable(&c->rbuf) < 1024)
+            rc = buf_reserve(&c->rbuf, READ_CHUNK);
         if (rc == 0 && c->state == CS_BODY)
             rebase_request(c, old);
         if (rc == -ENOBUFS) {
@@ -744,9 +815,15 @@ static void conn_read(struct http1_conn *c)
             conn_arm(c, s->cfg.body_timeout_ms);
         }
         conn_process_input(c);
-        if ((size_t)n < room)
-            return; /* drained the socket: skip the read that would say EAGAIN */
+        /* A short read drained a TCP socket: skip the read that would say
+         * EAGAIN. Not for TLS, which may hold decrypted records. */
+        if ((size_t)n < room && c->sock.ops == &sock_plain_ops)
+            return;
     }
+    /* The cap was hit: TLS may hold decrypted bytes that epoll cannot see,
+     * so come back after the other connections had their turn. */
+    if (!c->is_closed && c->sock.ops != &sock_plain_ops)
+        loop_defer(s->loop, &c->read_defer, conn_read_again, c);
 }
 
 static void conn_linger_read(struct http1_conn *c)
@@ -856,5 +933,13 @@ void http1_server_free(struct http1_server *s)
     while (s->conns)
         conn_close(s->conns);
     loop_defer_cancel(s->loop, &s->drained_defer);
+    while (s->free_exchanges) {
+        struct http1_exchange *x = s->free_exchanges;
+        s->free_exchanges = x->user;
+        free(x);
+    }
+    buf_pool_free(&s->rpool);
+    buf_pool_free(&s->wpool);
+    arena_pool_free(&s->apool);
     free(s);
 }

@@ -75,9 +75,9 @@ int net_addr_parse(struct str s, bool allow_port0, struct net_addr *out)
 
 const char *net_addr_ip(const struct net_addr *a, char *dst, size_t dstsz)
 {
-    if (a->ss.ss_family == AF_INET6)
+    if (a->ss.sa.sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, dst, (socklen_t)dstsz);
-    else if (a->ss.ss_family == AF_INET)
+    else if (a->ss.sa.sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, dst, (socklen_t)dstsz);
     else
         snprintf(dst, dstsz, "unknown");
@@ -86,7 +86,7 @@ const char *net_addr_ip(const struct net_addr *a, char *dst, size_t dstsz)
 
 uint16_t net_addr_port(const struct net_addr *a)
 {
-    if (a->ss.ss_family == AF_INET6)
+    if (a->ss.sa.sa_family == AF_INET6)
         return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
     return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
 }
@@ -95,7 +95,7 @@ const char *net_addr_format(const struct net_addr *a, char *dst, size_t dstsz)
 {
     char ip[INET6_ADDRSTRLEN];
     net_addr_ip(a, ip, sizeof ip);
-    if (a->ss.ss_family == AF_INET6)
+    if (a->ss.sa.sa_family == AF_INET6)
         snprintf(dst, dstsz, "[%s]:%u", ip, net_addr_port(a));
     else
         snprintf(dst, dstsz, "%s:%u", ip, net_addr_port(a));
@@ -106,7 +106,7 @@ int net_listen(const struct net_addr *a, const struct net_listen_opts *opts, int
 {
     int one = 1;
     int backlog = opts && opts->backlog > 0 ? opts->backlog : 511;
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
@@ -141,7 +141,7 @@ int net_set_nodelay(int fd)
 
 int net_connect(const struct net_addr *a, int *out_fd)
 {
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(a->ss.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     net_set_nodelay(fd);
@@ -173,7 +173,7 @@ int net_accept(int lfd, struct net_addr *peer, int *out_fd)
     int fd = accept4(lfd, (struct sockaddr *)&p->ss, &p->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    if (p->ss.ss_family == AF_INET || p->ss.ss_family == AF_INET6)
+    if (p->ss.sa.sa_family == AF_INET || p->ss.sa.sa_family == AF_INET6)
         net_set_nodelay(fd);
     *out_fd = fd;
     return 0;

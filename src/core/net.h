@@ -9,12 +9,19 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "core/str.h"
 
+/* IPv4 or IPv6 only: 28 bytes rather than sockaddr_storage's 128, since
+ * every connection carries its peer's address. */
 struct net_addr {
-    struct sockaddr_storage ss;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } ss;
     socklen_t len;
 };
 

@@ -111,8 +111,58 @@ static void test_rand(void)
     CHECK_INT(rand_below(0), 0);
 }
 
+static void test_pools(void)
+{
+    struct buf_pool bp;
+    buf_pool_init(&bp, 1024, 2);
+    struct buf a, b, c;
+    buf_init(&a, 4096);
+    buf_init(&b, 4096);
+    buf_init(&c, 4096);
+    CHECK_INT(buf_take(&a, &bp), 0);
+    CHECK_INT(a.cap, 1024);
+    char *mem = a.data;
+    buf_append_cstr(&a, "x");
+    buf_give(&a, &bp);
+    CHECK(a.data == NULL && buf_len(&a) == 0);
+    CHECK_INT(buf_take(&b, &bp), 0);
+    CHECK(b.data == mem); /* reused, not reallocated */
+    CHECK_INT(buf_len(&b), 0);
+    CHECK_INT(buf_append(&b, mem, 0), 0);
+    /* A grown buffer is not the pool's size: freed, not pooled. */
+    char big[2000] = { 0 };
+    CHECK_INT(buf_append(&b, big, sizeof big), 0);
+    buf_give(&b, &bp);
+    CHECK_INT(bp.n, 0);
+    /* The bound holds. */
+    buf_take(&a, &bp);
+    buf_take(&b, &bp);
+    buf_take(&c, &bp);
+    buf_give(&a, &bp);
+    buf_give(&b, &bp);
+    buf_give(&c, &bp);
+    CHECK_INT(bp.n, 2);
+    buf_pool_free(&bp);
+
+    struct arena_pool ap;
+    arena_pool_init(&ap, 512, 4);
+    struct arena ar;
+    arena_init(&ar, 512, 0);
+    arena_set_pool(&ar, &ap);
+    CHECK(arena_alloc(&ar, 100) != NULL);
+    CHECK(arena_alloc(&ar, 2000) != NULL); /* oversized: own chunk, freed not pooled */
+    arena_free(&ar);
+    CHECK_INT(ap.n, 1);
+    CHECK(arena_alloc(&ar, 100) != NULL);
+    CHECK_INT(ap.n, 0); /* taken back from the pool */
+    arena_free(&ar);
+    arena_pool_free(&ap);
+    CHECK_INT(ap.n, 0);
+}
+
 int main(void)
 {
+    RUN(test_pools);
     RUN(test_rand);
     RUN(test_str);
     RUN(test_buf);
