@@ -66,6 +66,11 @@ struct service_req {
     struct http1_header *headers; /* response headers, in the arena */
     size_t nheaders, cap_headers;
     bool has_replied;
+    /* an outbound call in flight (service_call) */
+    struct http1_client_call *call;
+    struct trace_span *call_span;
+    service_call_cb call_cb;
+    void *call_arg;
 };
 
 struct service {
@@ -87,6 +92,8 @@ struct service {
     void (*worker_stop)(struct loop *, int, void *);
     void *worker_arg;
     struct trace_config trace_cfg;
+    bool has_proxy;
+    struct net_addr proxy; /* HTTP_PROXY */
     /* metrics */
     struct metrics_family *m_requests, *m_duration, *m_inflight_fam;
     struct metrics_gauge *m_inflight;
@@ -151,6 +158,18 @@ struct service *service_new(const struct service_config *cfg)
         goto fail;
     }
     s->trace_cfg.service_name = s->name;
+    const char *proxy = getenv("HTTP_PROXY");
+    if (!proxy || !*proxy)
+        proxy = getenv("http_proxy");
+    if (proxy && *proxy) {
+        struct http1_url pu;
+        if (http1_url_parse(str_from_cstr(proxy), &pu) < 0 || pu.is_tls ||
+            net_addr_from_host(pu.host, pu.port, &s->proxy) < 0) {
+            fprintf(stderr, "HTTP_PROXY: expected http://HOST:PORT with a numeric host, got \"%s\"\n", proxy);
+            goto fail;
+        }
+        s->has_proxy = true;
+    }
     (void)level; /* log_init reads LOG_LEVEL */
 
     struct metrics_registry *reg = metrics_default();
@@ -427,6 +446,128 @@ int service_req_json(struct service_req *r, size_t max_depth, json_t **out)
         service_reply_json_error(r, &err);
         return -EINVAL;
     }
+    return 0;
+}
+
+/* ---- outbound calls ------------------------------------------------------------------ */
+
+int service_reply_upstream_error(struct service_req *r, int err, const char *what)
+{
+    char msg[200];
+    if (err == -ETIMEDOUT) {
+        snprintf(msg, sizeof msg, "%s did not answer in time", what);
+        return service_reply_error(r, 504, "upstream_timeout", msg);
+    }
+    snprintf(msg, sizeof msg, "%s is unavailable", what);
+    return service_reply_error(r, 503, "upstream_unavailable", msg);
+}
+
+static void call_done(int err, const struct http1_client_response *resp, void *arg)
+{
+    struct service_req *r = arg;
+    r->call = NULL;
+    if (r->call_span) {
+        if (err)
+            trace_span_set_status(r->call_span, TRACE_STATUS_ERROR, STR_LIT("call failed"));
+        else
+            trace_span_set_attr_int(r->call_span, "http.response.status_code", resp->status);
+        trace_span_end(r->call_span);
+        r->call_span = NULL;
+    }
+    r->x->on_abort = NULL;
+    if (r->span)
+        trace_span_make_current(r->span);
+    r->call_cb(r, err, resp, r->call_arg);
+}
+
+static void call_abort(struct http1_exchange *x)
+{
+    struct service_req *r = x->user;
+    if (r && r->call) {
+        http1_client_cancel(r->call);
+        r->call = NULL;
+    }
+    if (r && r->call_span) {
+        trace_span_set_status(r->call_span, TRACE_STATUS_ERROR, STR_LIT("caller went away"));
+        trace_span_end(r->call_span);
+        r->call_span = NULL;
+    }
+}
+
+int service_call(struct service_req *r, const char *base_url, const struct service_call_opts *o, service_call_cb cb,
+                 void *arg)
+{
+    struct service *s = r->w->svc;
+    struct http1_url u;
+    if (r->call)
+        return -EBUSY; /* one call at a time per request */
+    if (!base_url || http1_url_parse(str_from_cstr(base_url), &u) < 0 || u.is_tls)
+        return -EINVAL;
+    struct arena *a = &r->x->arena;
+    struct http1_client_request req = { .method = str_from_cstr(o->method ? o->method : "GET"),
+                                        .body = o->body,
+                                        .timeout_ms = o->timeout_ms ? o->timeout_ms : 5000 };
+    /* Host header: the authority as written. */
+    char *host = arena_alloc(a, u.host.n + 8);
+    if (!host)
+        return -ENOMEM;
+    bool default_port = u.port == 80;
+    snprintf(host, u.host.n + 8, "%.*s%s%u", STR_FMT(u.host), default_port ? "" : ":", default_port ? 0u : u.port);
+    if (default_port)
+        host[u.host.n] = '\0';
+    req.host = str_from_cstr(host);
+    /* Base path (without a trailing slash) + the call's path. */
+    struct str base_path = u.path;
+    if (base_path.n && base_path.p[base_path.n - 1] == '/')
+        base_path.n--;
+    const char *path = o->path ? o->path : "/";
+    size_t tlen = base_path.n + strlen(path) + strlen(host) + 16;
+    char *target = arena_alloc(a, tlen);
+    if (!target)
+        return -ENOMEM;
+    if (s->has_proxy) {
+        snprintf(target, tlen, "http://%s%.*s%s", host, STR_FMT(base_path), path);
+        req.addr = s->proxy;
+    } else {
+        snprintf(target, tlen, "%.*s%s", STR_FMT(base_path), path);
+        if (net_addr_from_host(u.host, u.port, &req.addr) < 0)
+            return -EHOSTUNREACH; /* a name: only a proxy (the sidecar) can resolve it */
+    }
+    req.target = str_from_cstr(target);
+
+    size_t n = 0, cap = o->nheaders + 4;
+    struct http1_header *h = arena_alloc(a, cap * sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(r->request_id) };
+    r->call_span = trace_span_start(r->w->tracer, o->method ? o->method : "GET", TRACE_SPAN_CLIENT,
+                                    r->span ? trace_span_ctx(r->span) : NULL);
+    if (r->call_span) {
+        char *tp = arena_alloc(a, TRACE_TRACEPARENT_LEN + 1);
+        if (tp && trace_format_traceparent(trace_span_ctx(r->call_span), tp) == 0)
+            h[n++] = (struct http1_header){ STR_LIT("traceparent"), str_from_cstr(tp) };
+        trace_span_set_attr_str(r->call_span, "server.address", u.host);
+        trace_span_set_attr_str(r->call_span, "url.path", str_from_cstr(path));
+    }
+    if (o->body.n)
+        h[n++] = (struct http1_header){ STR_LIT("Content-Type"),
+                                        str_from_cstr(o->content_type ? o->content_type : "application/json") };
+    for (size_t i = 0; i < o->nheaders; i++)
+        h[n++] = o->headers[i];
+    req.headers = h;
+    req.nheaders = n;
+    r->call_cb = cb;
+    r->call_arg = arg;
+    int rc = http1_client_send(r->w->client, &req, call_done, r, &r->call);
+    if (rc < 0) {
+        if (r->call_span) {
+            trace_span_end(r->call_span);
+            r->call_span = NULL;
+        }
+        r->call = NULL;
+        return rc;
+    }
+    r->x->on_abort = call_abort;
     return 0;
 }
 

@@ -109,4 +109,29 @@ int service_reply_error(struct service_req *r, int status, const char *code, con
 /* Answers from a json_error (400/422 with its code and message). */
 int service_reply_json_error(struct service_req *r, const struct json_error *err);
 
+/* ---- calling other services ------------------------------------------------
+ * base_url comes from the environment (USER_SERVICE_URL=http://user-service,
+ * or http://127.0.0.1:8081 without a mesh). When HTTP_PROXY is set (the
+ * sidecar's outbound listener), the request goes there in absolute form and
+ * the proxy resolves the name; without it the host must be numeric or
+ * "localhost". The call carries a child span's traceparent and the
+ * request's X-Request-Id, and has a deadline (timeout_ms, default 5 s). If
+ * the client goes away first, the call is cancelled and cb never runs. */
+struct service_call_opts {
+    const char *method;        /* "GET" */
+    const char *path;          /* "/internal/v1/users/42" (appended to the base URL's path) */
+    struct str body;
+    const char *content_type;  /* for a body; default application/json */
+    uint32_t timeout_ms;
+    const struct http1_header *headers; /* extra */
+    size_t nheaders;
+};
+/* err 0 with resp (any status), or a negative errno (-ETIMEDOUT, -ECONNREFUSED,
+ * -EHOSTUNREACH for a name that needs a proxy, ...). resp is valid during cb. */
+typedef void (*service_call_cb)(struct service_req *r, int err, const struct http1_client_response *resp, void *arg);
+int service_call(struct service_req *r, const char *base_url, const struct service_call_opts *o, service_call_cb cb,
+                 void *arg);
+/* Answers a failed call: 504 upstream_timeout, or 503 upstream_unavailable. */
+int service_reply_upstream_error(struct service_req *r, int err, const char *what);
+
 #endif

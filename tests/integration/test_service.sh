@@ -79,8 +79,18 @@ logs b | jq -e 'select(.msg=="request" and .request_id=="chain-1") | .trace_id =
 logs a | jq -e 'select(.msg=="request" and .request_id=="chain-1" and .route=="/v1/call/{port}") | .trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"' \
   >/dev/null || fail "a did not log the trace id"
 ok "traceparent and x-request-id propagate"
-[ "$(code "$A/v1/call/1")" = 502 ] || fail "unreachable peer → 502"
-jq -e '.error.code == "upstream_unavailable"' "$work/body" >/dev/null || fail "502 body"; ok "upstream errors as JSON"
+[ "$(code "$A/v1/call/1")" = 503 ] || fail "unreachable peer → 503"
+jq -e '.error.code == "upstream_unavailable"' "$work/body" >/dev/null || fail "503 body"
+[ "$(code "$A/v1/call-named")" = 503 ] || fail "a name without a proxy → 503"
+ok "upstream errors as JSON"
+
+# --- HTTP_PROXY: a named peer is reached through the proxy in absolute form
+start c OTEL_SERVICE_NAME=svc-c HTTP_PROXY="http://127.0.0.1:$PORT_b" PEER_URL=http://peer-service:9000
+out=$(curl -s -H 'X-Request-Id: via-proxy' "http://127.0.0.1:$PORT_c/v1/call-named")
+[ "$out" = '{"hello":"peer"}' ] || fail "call through HTTP_PROXY: $out"
+for _ in $(seq 100); do grep -q '"request_id":"via-proxy"' "$work/b.log" && break; sleep 0.02; done
+logs b | jq -e 'select(.request_id=="via-proxy") | .path == "/v1/hello/peer"' >/dev/null || fail "proxy did not get the call"
+ok "HTTP_PROXY carries calls to named services"
 
 # --- Prometheus exposition passes promtool's linter and counts the requests
 curl -s "$A/metrics" >"$work/metrics.txt"

@@ -3,8 +3,9 @@
  *   GET  /v1/hello/{name}      → {"hello": name}
  *   POST /v1/items             → validates {"name": string 1..50, "qty": 1..1000}, 201 with it
  *   GET  /v1/slow/{ms}         → answers after ms milliseconds (async, on a loop timer)
- *   GET  /v1/call/{port}       → calls GET /v1/hello/peer on 127.0.0.1:port with the HTTP client,
- *                                propagating traceparent and x-request-id; 502/504 JSON on failure
+ *   GET  /v1/call/{port}       → calls GET /v1/hello/peer on 127.0.0.1:port (service_call),
+ *                                propagating traceparent and x-request-id; 503/504 JSON on failure
+ *   GET  /v1/call-named        → the same to $PEER_URL, which only HTTP_PROXY can reach
  * Readiness check "flag": ready unless the file $READY_FLAG_FILE exists. */
 #include <errno.h>
 #include <stdio.h>
@@ -69,18 +70,22 @@ static void slow(struct service_req *r, void *arg)
     loop_timer_start(&s->t, ms);
 }
 
-static void call_done(int err, const struct http1_client_response *resp, void *arg)
+static void call_done(struct service_req *r, int err, const struct http1_client_response *resp, void *arg)
 {
-    struct service_req *r = arg;
-    if (err == -ETIMEDOUT) {
-        service_reply_error(r, 504, "upstream_timeout", "the peer did not answer in time");
-        return;
-    }
+    (void)arg;
     if (err) {
-        service_reply_error(r, 502, "upstream_unavailable", "the peer could not be reached");
+        service_reply_upstream_error(r, err, "the peer");
         return;
     }
     service_reply(r, resp->status, "application/json", resp->body);
+}
+
+static void call_url(struct service_req *r, const char *base)
+{
+    struct service_call_opts o = { .method = "GET", .path = "/v1/hello/peer", .timeout_ms = 2000 };
+    int rc = service_call(r, base, &o, call_done, NULL);
+    if (rc < 0)
+        service_reply_upstream_error(r, rc, "the peer");
 }
 
 static void call_peer(struct service_req *r, void *arg)
@@ -91,19 +96,16 @@ static void call_peer(struct service_req *r, void *arg)
         service_reply_error(r, 400, "invalid_parameter", "port: expected 1..65535");
         return;
     }
-    struct http1_client_request req = { .method = STR_LIT("GET"), .target = STR_LIT("/v1/hello/peer"),
-                                        .host = STR_LIT("peer"), .timeout_ms = 2000 };
-    net_addr_from_host(STR_LIT("127.0.0.1"), (uint16_t)port, &req.addr);
-    char tp[TRACE_TRACEPARENT_LEN + 1];
-    struct http1_header h[2];
-    size_t n = 0;
-    h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(service_req_id(r)) };
-    if (service_req_span(r) && trace_format_traceparent(trace_span_ctx(service_req_span(r)), tp) == 0)
-        h[n++] = (struct http1_header){ STR_LIT("traceparent"), str_from_cstr(tp) };
-    req.headers = h;
-    req.nheaders = n;
-    if (http1_client_send(service_req_client(r), &req, call_done, r, NULL) < 0)
-        service_reply_error(r, 503, "out_of_memory", "cannot start the call");
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u", (unsigned)port);
+    call_url(r, base);
+}
+
+/* PEER_URL names the peer (http://peer-service): reachable only through HTTP_PROXY. */
+static void call_named(struct service_req *r, void *arg)
+{
+    (void)arg;
+    call_url(r, getenv("PEER_URL"));
 }
 
 static int flag_check(void *arg, char *reason, size_t n)
@@ -127,6 +129,7 @@ int main(void)
     service_route(s, "POST", "/v1/items", create_item, NULL);
     service_route(s, "GET", "/v1/slow/{ms}", slow, NULL);
     service_route(s, "GET", "/v1/call/{port}", call_peer, NULL);
+    service_route(s, "GET", "/v1/call-named", call_named, NULL);
     service_add_check(s, "flag", flag_check, NULL);
     if (service_bind(s) < 0)
         return 1;
