@@ -327,6 +327,17 @@ const struct http1_request *service_req_request(const struct service_req *r) { r
 struct str service_req_body(const struct service_req *r) { return r->x->body; }
 const char *service_req_id(const struct service_req *r) { return r->request_id; }
 struct loop *service_req_loop(const struct service_req *r) { return r->w->loop; }
+int service_req_worker(const struct service_req *r) { return r->w->index; }
+int service_workers(const struct service *s) { return s->nworkers; }
+const char *service_name(const struct service *s) { return s->name; }
+
+const char *service_req_peer_ip(struct service_req *r)
+{
+    char *ip = arena_alloc(&r->x->arena, 64);
+    if (!ip)
+        return "unknown";
+    return net_addr_ip(&r->x->peer, ip, 64);
+}
 struct arena *service_req_arena(struct service_req *r) { return &r->x->arena; }
 struct trace_span *service_req_span(struct service_req *r) { return r->span; }
 struct http1_client *service_req_client(struct service_req *r) { return r->w->client; }

@@ -74,6 +74,9 @@ int service_run(struct service *s);
 /* Binds without running (tests that need the port first). */
 int service_bind(struct service *s);
 uint16_t service_port(const struct service *s);
+int service_workers(const struct service *s);
+/* The service's name (OTEL_SERVICE_NAME or the configured one). */
+const char *service_name(const struct service *s);
 /* Starts the graceful shutdown as SIGTERM would; safe from any thread. */
 void service_shutdown(struct service *s);
 
@@ -87,6 +90,11 @@ struct str service_req_param(const struct service_req *r, const char *name);
 struct str service_req_header(const struct service_req *r, const char *name);
 const char *service_req_id(const struct service_req *r);
 struct loop *service_req_loop(const struct service_req *r);
+/* Index (0..workers-1) of the worker serving r: per-worker resources
+ * (database pools, Redis clients) made in service_on_worker's start. */
+int service_req_worker(const struct service_req *r);
+/* The remote peer's IP as text (for per-client-IP limits). */
+const char *service_req_peer_ip(struct service_req *r);
 struct arena *service_req_arena(struct service_req *r);
 /* The request's server span (child spans, attributes), or NULL. */
 struct trace_span *service_req_span(struct service_req *r);
