@@ -71,6 +71,8 @@ struct service_req {
     struct trace_span *call_span;
     service_call_cb call_cb;
     void *call_arg;
+    void (*abort_fn)(struct service_req *r, void *arg);
+    void *abort_arg;
 };
 
 struct service {
@@ -473,6 +475,15 @@ int service_reply_upstream_error(struct service_req *r, int err, const char *wha
     return service_reply_error(r, 503, "upstream_unavailable", msg);
 }
 
+static void req_abort(struct http1_exchange *x);
+
+void service_req_on_abort(struct service_req *r, void (*fn)(struct service_req *r, void *arg), void *arg)
+{
+    r->abort_fn = fn;
+    r->abort_arg = arg;
+    r->x->on_abort = fn || r->call ? req_abort : NULL;
+}
+
 static void call_done(int err, const struct http1_client_response *resp, void *arg)
 {
     struct service_req *r = arg;
@@ -485,15 +496,20 @@ static void call_done(int err, const struct http1_client_response *resp, void *a
         trace_span_end(r->call_span);
         r->call_span = NULL;
     }
-    r->x->on_abort = NULL;
+    r->x->on_abort = r->abort_fn ? req_abort : NULL;
     if (r->span)
         trace_span_make_current(r->span);
     r->call_cb(r, err, resp, r->call_arg);
 }
 
-static void call_abort(struct http1_exchange *x)
+static void req_abort(struct http1_exchange *x)
 {
     struct service_req *r = x->user;
+    if (r && r->abort_fn) {
+        void (*fn)(struct service_req *, void *) = r->abort_fn;
+        r->abort_fn = NULL;
+        fn(r, r->abort_arg);
+    }
     if (r && r->call) {
         http1_client_cancel(r->call);
         r->call = NULL;
@@ -578,7 +594,7 @@ int service_call(struct service_req *r, const char *base_url, const struct servi
         r->call = NULL;
         return rc;
     }
-    r->x->on_abort = call_abort;
+    r->x->on_abort = req_abort;
     return 0;
 }
 

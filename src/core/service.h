@@ -100,6 +100,10 @@ struct arena *service_req_arena(struct service_req *r);
 struct trace_span *service_req_span(struct service_req *r);
 /* This worker's HTTP client (keep-alive pools to other services). */
 struct http1_client *service_req_client(struct service_req *r);
+/* fn(r, arg) runs if the client goes away before the reply (the request is
+ * then gone: cancel whatever would answer it later). One per request; NULL
+ * clears it. */
+void service_req_on_abort(struct service_req *r, void (*fn)(struct service_req *r, void *arg), void *arg);
 /* Extra response header (copied into the request's arena). */
 int service_req_add_header(struct service_req *r, const char *name, const char *value);
 
