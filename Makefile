@@ -6,7 +6,7 @@ FUZZ_TIME  ?= 30
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all build deps test test-unit test-asan bench fuzz fuzz-smoke up clean
+.PHONY: all build deps test test-unit test-asan bench bench-services fuzz fuzz-smoke up clean
 
 all: build
 
@@ -45,6 +45,10 @@ fuzz: $(FUZZ_BUILD)/build.ninja
 
 bench: build
 	bench/run $(BUILD)
+
+# The reference services on real PostgreSQL/Redis/NATS (docs/benchmarks.md).
+bench-services: deps build
+	STRATA_BUILD_DIR=$(CURDIR)/$(BUILD) scripts/with-servers bench/services $(BUILD)
 
 up:
 	@echo "make up arrives with the control plane (issue 7); see README.md for what exists today." >&2

@@ -63,7 +63,7 @@ stack_start() {
   local name=$1 bin=$2; shift 2
   local upper port pid deadline
   upper=$(echo "$name" | tr '[:lower:]-' '[:upper:]_')
-  port=$(stack_port)
+  port=${STACK_PORT:-$(stack_port)}   # STACK_PORT: a port chosen earlier (a peer already points at it)
   : >"$STACK_WORK/$name.log"
   env LISTEN_ADDR="127.0.0.1:$port" "$@" "$STRATA_BUILD_DIR/$bin" >>"$STACK_WORK/$name.log" 2>&1 &
   pid=$!
