@@ -109,7 +109,7 @@ int http1_respond_buf(struct http1_exchange *x, int status, const struct http1_h
 int http1_respond_error(struct http1_exchange *x, int status, const char *code, const char *message,
                         const char *request_id);
 
-/* Appends "Wed, 25 Nov 2026 14:00:00 GMT" for now (cached per second, per thread). */
+/* Writes the current time as "Wed, 25 Nov 2026 14:00:00 GMT" (cached per second, per thread). */
 void http1_format_date(char out[30]);
 
 #endif
