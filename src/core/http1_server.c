@@ -570,7 +570,9 @@ static void dispatch(struct http1_conn *c)
 {
     struct http1_server *s = c->srv;
     c->state = CS_HANDLING;
-    loop_io_set(&c->io, 0);
+    /* Keep watching a plain socket while the handler works, to notice a
+     * client that goes away (its work is then aborted, as NGINX does). */
+    loop_io_set(&c->io, c->sock.ops == &sock_plain_ops ? LOOP_READ : 0);
     loop_timer_stop(&c->timer);
     c->x->body = str_make(c->rbuf.data + c->rbuf.rpos + c->head_len, c->body_len);
     c->x->start_ms = loop_now_ms(s->loop);
@@ -881,6 +883,19 @@ static void conn_io_cb(struct loop_io *io, unsigned events)
         conn_linger_read(c);
         return;
     case CS_HANDLING:
+        if (events & (LOOP_READ | LOOP_ERROR)) {
+            char b;
+            ssize_t n = recv(c->sock.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                /* The client closed (or reset) while its request was being
+                 * handled: abort the work; nobody is left to answer. */
+                c->srv->stats.client_aborts++;
+                conn_close(c);
+                return;
+            }
+            if (n > 0)
+                loop_io_set(&c->io, 0); /* a pipelined request: read it after this response */
+        }
         return;
     }
 }

@@ -10,6 +10,9 @@
  * Requests on one connection are handled one at a time, so pipelined
  * responses leave in order.
  *
+ * A client that closes its connection while its request is being handled
+ * (plain TCP) aborts the exchange: on_abort runs, the work is dropped.
+ *
  * Protection: header timeout for the whole head (slowloris), body timeout
  * between reads, idle timeout on keep-alive, write timeout; limits → 413,
  * 414, 431; protocol errors → 400 with the connection closed (lingering
@@ -78,6 +81,7 @@ struct http1_exchange {
 struct http1_server_stats {
     uint64_t accepted, active, requests, responses;
     uint64_t parse_errors, timeouts, refused_transport;
+    uint64_t client_aborts; /* clients gone while their request was handled */
 };
 
 /* A server on loop l with cfg (copied). Returns NULL on allocation failure. */

@@ -396,6 +396,34 @@ static void test_https_with_curl(void)
     CHECK_INT(system(cmd), 0);
 }
 
+static int aborted;
+static void on_abort_count(struct http1_exchange *x) { (void)x; aborted++; }
+static void park(struct http1_exchange *x, void *arg)
+{
+    (void)arg;
+    x->on_abort = on_abort_count; /* answer later... but the client leaves */
+}
+
+static void test_client_abort_while_handling(void)
+{
+    struct http1_server_config cfg = { .handler = park };
+    struct test_server ts;
+    aborted = 0;
+    CHECK_INT(test_server_start(&ts, &cfg), 0);
+    int fd = test_connect(ts.port);
+    SEND(fd, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    /* Wait until the server has the request, then leave. */
+    for (int i = 0; i < 200 && http1_server_stats(ts.server)->requests == 0; i++)
+        usleep(5000);
+    close(fd);
+    for (int i = 0; i < 200 && !__atomic_load_n(&aborted, __ATOMIC_SEQ_CST); i++)
+        usleep(5000);
+    CHECK_INT(__atomic_load_n(&aborted, __ATOMIC_SEQ_CST), 1);
+    CHECK_INT(http1_server_stats(ts.server)->client_aborts, 1);
+    CHECK_INT(http1_server_stats(ts.server)->active, 0);
+    test_server_stop(&ts);
+}
+
 static void test_url_parse(void)
 {
     struct http1_url u;
@@ -428,6 +456,7 @@ int main(void)
     RUN(test_client_pool_timeout_refused);
     RUN(test_client_free_inside_callback);
     RUN(test_https_with_curl);
+    RUN(test_client_abort_while_handling);
     RUN(test_url_parse);
     return check_done();
 }
