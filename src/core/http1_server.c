@@ -69,6 +69,7 @@ struct http1_conn {
     bool close_after;
     bool is_dispatched;  /* the handler saw x and it has not completed */
     bool is_closed;
+    bool is_orphan;      /* closed, but the handler still owes an answer: memory kept */
 };
 
 struct http1_server {
@@ -87,6 +88,7 @@ struct http1_server {
     struct buf_pool rpool, wpool;
     struct arena_pool apool;
     struct http1_exchange *free_exchanges; /* linked through ->user; ≤ 256 */
+    struct http1_conn *orphans; /* closed connections whose handler has not answered */
     size_t nfree_exchanges;
     bool is_draining;
     bool is_accept_paused;
@@ -344,11 +346,15 @@ static void conn_close(struct http1_conn *c)
     loop_defer_cancel(s->loop, &c->input_defer);
     loop_io_close(&c->io);
     loop_timer_stop(&c->timer);
-    if (c->state == CS_HANDLING && c->x && c->x->on_abort)
-        c->x->on_abort(c->x);
+    bool is_orphan = false;
+    if (c->state == CS_HANDLING && c->x) {
+        if (c->x->on_abort)
+            c->x->on_abort(c->x); /* the owner stops its work: the exchange can go */
+        else
+            is_orphan = true;     /* the handler will still answer: keep its request alive */
+    }
     finish_exchange(c, 0);
     sock_close(&c->sock);
-    conn_release_memory(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -356,8 +362,18 @@ static void conn_close(struct http1_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->stats.active--;
-    /* Freed after this batch of events: never inside its own callback. */
-    loop_defer(s->loop, &c->defer, conn_free_cb, c);
+    if (is_orphan) {
+        c->is_orphan = true;
+        c->prev = NULL;
+        c->next = s->orphans;
+        if (s->orphans)
+            s->orphans->prev = c;
+        s->orphans = c;
+    } else {
+        conn_release_memory(c);
+        /* Freed after this batch of events: never inside its own callback. */
+        loop_defer(s->loop, &c->defer, conn_free_cb, c);
+    }
     if (s->is_accept_paused && !s->is_draining && !loop_timer_is_active(&s->accept_timer) &&
         s->stats.active < s->cfg.max_connections) {
         s->is_accept_paused = false;
@@ -426,7 +442,21 @@ static int respond_common(struct http1_exchange *x, int status, const struct htt
                           size_t nheaders, struct str body, struct buf *steal)
 {
     struct http1_conn *c = x->conn;
-    if (c->state != CS_HANDLING)
+    if (c->is_orphan) {
+        /* The client left: the answer goes nowhere; now the memory can go. */
+        struct http1_server *s = c->srv;
+        c->is_orphan = false;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->orphans = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        conn_release_memory(c);
+        loop_defer(s->loop, &c->defer, conn_free_cb, c);
+        return -ECONNRESET;
+    }
+    if (c->state != CS_HANDLING || c->is_closed)
         return -EALREADY;
     if (c->srv->is_draining)
         c->close_after = true;
@@ -947,6 +977,13 @@ void http1_server_free(struct http1_server *s)
     close_listeners(s);
     while (s->conns)
         conn_close(s->conns);
+    while (s->orphans) {
+        struct http1_conn *c = s->orphans;
+        s->orphans = c->next;
+        conn_release_memory(c);
+        loop_defer_cancel(s->loop, &c->defer);
+        free(c);
+    }
     loop_defer_cancel(s->loop, &s->drained_defer);
     while (s->free_exchanges) {
         struct http1_exchange *x = s->free_exchanges;

@@ -11,7 +11,11 @@
  * responses leave in order.
  *
  * A client that closes its connection while its request is being handled
- * (plain TCP) aborts the exchange: on_abort runs, the work is dropped.
+ * (plain TCP) aborts the exchange. If the handler set x->on_abort, it runs
+ * and the exchange is freed right after (the handler must drop every
+ * reference). If not, the exchange stays alive until the handler answers;
+ * the answer is then discarded (http1_respond returns -ECONNRESET). Either
+ * way a late callback never touches freed memory.
  *
  * Protection: header timeout for the whole head (slowloris), body timeout
  * between reads, idle timeout on keep-alive, write timeout; limits → 413,
@@ -61,8 +65,8 @@ struct http1_server_config {
 };
 
 /* The request being served. Fields are read-only for handlers; everything
- * (views, body, arena) stays valid until the response is written or
- * http1_exchange_on_abort fires. */
+ * (views, body, arena) stays valid until the response is written, or until
+ * on_abort has run (when the handler set it). */
 struct http1_exchange {
     struct http1_request req;
     struct str body;       /* the whole decoded body */
@@ -101,8 +105,9 @@ const struct http1_server_stats *http1_server_stats(const struct http1_server *s
 
 /* Sends the response. headers: extra fields (Content-Length, Date and
  * Connection are the server's). The body is copied. 0, or -EALREADY if this
- * exchange already responded, -ENOMEM (the connection is closed). After this
- * call the exchange may be freed at any time: do not touch it again. */
+ * exchange already responded, -ECONNRESET if the client had gone (nothing
+ * sent), -ENOMEM (the connection is closed). After this call the exchange
+ * may be freed at any time: do not touch it again. */
 int http1_respond(struct http1_exchange *x, int status, const struct http1_header *headers, size_t nheaders,
                   struct str body);
 /* As http1_respond, but takes the body buffer's memory instead of copying

@@ -424,6 +424,45 @@ static void test_client_abort_while_handling(void)
     test_server_stop(&ts);
 }
 
+/* Without on_abort the exchange outlives the client until the handler
+ * answers (late callbacks never touch freed memory; ASan would say so). */
+static struct http1_exchange *parked;
+static void park_plain(struct http1_exchange *x, void *arg)
+{
+    (void)arg;
+    parked = x;
+}
+
+static void answer_parked(void *arg)
+{
+    int *rc = arg;
+    *rc = http1_respond(parked, 200, NULL, 0, STR_LIT("late"));
+}
+
+static void test_orphan_answer_after_client_left(void)
+{
+    struct http1_server_config cfg = { .handler = park_plain };
+    struct test_server ts;
+    parked = NULL;
+    CHECK_INT(test_server_start(&ts, &cfg), 0);
+    int fd = test_connect(ts.port);
+    SEND(fd, "POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+    for (int i = 0; i < 200 && http1_server_stats(ts.server)->requests == 0; i++)
+        usleep(5000);
+    close(fd);
+    for (int i = 0; i < 200 && http1_server_stats(ts.server)->client_aborts == 0; i++)
+        usleep(5000);
+    CHECK_INT(http1_server_stats(ts.server)->client_aborts, 1);
+    /* The request is still readable, and the late answer is discarded. */
+    CHECK(parked != NULL && str_eq(parked->body, STR_LIT("abc")));
+    int rc = 1;
+    loop_post(ts.loop, answer_parked, &rc);
+    for (int i = 0; i < 200 && __atomic_load_n(&rc, __ATOMIC_SEQ_CST) == 1; i++)
+        usleep(5000);
+    CHECK_INT(__atomic_load_n(&rc, __ATOMIC_SEQ_CST), -ECONNRESET);
+    test_server_stop(&ts);
+}
+
 static void test_url_parse(void)
 {
     struct http1_url u;
@@ -457,6 +496,7 @@ int main(void)
     RUN(test_client_free_inside_callback);
     RUN(test_https_with_curl);
     RUN(test_client_abort_while_handling);
+    RUN(test_orphan_answer_after_client_left);
     RUN(test_url_parse);
     return check_done();
 }
