@@ -14,7 +14,7 @@
 set -euo pipefail
 source "$STRATA_SOURCE_DIR/tests/integration/lib/stack.sh"
 stack_init
-command -v nginx >/dev/null || { echo "SKIP: nginx not installed (serves the test JWKS)"; exit 0; }
+command -v nginx >/dev/null || stack_fail "nginx is missing (scripts/install-deps installs it; it serves the test JWKS)"
 
 pass=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
