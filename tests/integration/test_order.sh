@@ -31,27 +31,6 @@ item() { printf '{"sku":"%s","quantity":%s,"unit_price_cents":%s}' "$@"; }
 ADDR='{"line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}'
 order() { printf '{"items":[%s],"currency":"%s","shipping_address":%s}' "$1" "${2:-EUR}" "${3:-$ADDR}"; }
 
-# start_at NAME PORT BINARY VAR=... — stack_start on a port chosen beforehand
-# (auth-svc must know user-svc's URL before user-svc, which needs auth-svc's
-# JWKS to be ready, can start).
-start_at() {
-  local name=$1 port=$2 bin=$3 upper pid deadline; shift 3
-  upper=$(echo "$name" | tr '[:lower:]-' '[:upper:]_')
-  : >"$STACK_WORK/$name.log"
-  env LISTEN_ADDR="127.0.0.1:$port" "$@" "$STRATA_BUILD_DIR/$bin" >>"$STACK_WORK/$name.log" 2>&1 &
-  pid=$!
-  STACK_PIDS+=("$pid")
-  deadline=$(( $(date +%s) + ${STACK_START_TIMEOUT:-20} ))
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ]; do
-    kill -0 "$pid" 2>/dev/null || stack_fail "$name exited during start"
-    [ "$(date +%s)" -lt "$deadline" ] || stack_fail "$name not ready within ${STACK_START_TIMEOUT:-20} s"
-    sleep 0.05
-  done
-  printf -v "${upper}_URL" '%s' "http://127.0.0.1:$port"
-  printf -v "${upper}_PID" '%s' "$pid"
-  printf -v "${upper}_PORT" '%s' "$port"
-}
-
 # Tokens come from auth-svc's login. If login is not usable (auth-svc still
 # in progress), they are minted here with openssl (ES256: DER signature →
 # raw r||s) with auth-svc's own signing key and kid, so that the JWKS
@@ -101,7 +80,8 @@ order_stack_start() {
     JWT_KEYS_DIR="$STACK_WORK/keys"
   JWKS=$AUTH_URL/.well-known/jwks.json
   SIGNING_KID=$(curl -s "$JWKS" | jq -r '.keys[0].kid')
-  start_at user "$uport" strata-user-svc DATABASE_URL="$UDB" NATS_URL="$STRATA_TEST_NATS_URL" JWKS_URL="$JWKS" \
+  # user-svc on the port auth-svc was told (it needs auth-svc's JWKS to be ready).
+  STACK_PORT=$uport stack_start user strata-user-svc DATABASE_URL="$UDB" NATS_URL="$STRATA_TEST_NATS_URL" JWKS_URL="$JWKS" \
     HASH_THREADS=1
   stack_start order strata-order-svc DATABASE_URL="$ODB" NATS_URL="$STRATA_TEST_NATS_URL" USER_SERVICE_URL="$USER_URL" \
     JWKS_URL="$JWKS" WORKERS=2
