@@ -6,6 +6,7 @@
  * One loop per worker thread, each with its own SO_REUSEPORT listener.
  * SIGINT/SIGTERM drain and exit 0. */
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ struct worker {
     struct loop *loop;
     struct http1_server *server;
     int lfd;
+    bool is_joined;
 };
 
 static const struct http1_header hello_headers[] = {
@@ -110,16 +112,16 @@ int main(int argc, char **argv)
             nworkers);
     for (int i = 0; i < nworkers; i++)
         pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-    struct loop_timer never;
-    (void)never;
-    /* The main loop only waits for signals; it stops when every worker is done. */
-    for (;;) {
-        loop_run_once(main_loop, 200);
-        int alive = 0;
-        for (int i = 0; i < nworkers; i++)
-            alive += pthread_tryjoin_np(workers[i].thread, NULL) == EBUSY;
-        if (!alive)
-            break;
+    /* The main loop only waits for signals; it stops when every worker is
+     * done (a thread is joined once: its id means nothing after). */
+    for (int alive = nworkers; alive;) {
+        loop_run_once(main_loop, 100);
+        alive = 0;
+        for (int i = 0; i < nworkers; i++) {
+            if (!workers[i].is_joined && pthread_tryjoin_np(workers[i].thread, NULL) == 0)
+                workers[i].is_joined = true;
+            alive += !workers[i].is_joined;
+        }
     }
     for (int i = 0; i < nworkers; i++) {
         http1_server_free(workers[i].server);

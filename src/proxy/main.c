@@ -30,7 +30,7 @@ struct worker {
     struct http1_server *server;
     struct http1_client *client;
     size_t *rr; /* next endpoint per cluster */
-    int lfds[16];
+    bool is_joined;
 };
 
 struct fwd {
@@ -372,13 +372,16 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < nworkers; i++)
         pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-    for (;;) {
-        loop_run_once(main_loop, 200);
-        int alive = 0;
-        for (int i = 0; i < nworkers; i++)
-            alive += workers[i].loop && pthread_tryjoin_np(workers[i].thread, NULL) == EBUSY;
-        if (!alive)
-            break;
+    /* The main thread only waits for signals, and for the workers to end
+     * (a thread is joined once: its id means nothing after). */
+    for (int alive = nworkers; alive;) {
+        loop_run_once(main_loop, 100);
+        alive = 0;
+        for (int i = 0; i < nworkers; i++) {
+            if (!workers[i].is_joined && pthread_tryjoin_np(workers[i].thread, NULL) == 0)
+                workers[i].is_joined = true;
+            alive += !workers[i].is_joined;
+        }
     }
     for (int i = 0; i < nworkers; i++) {
         http1_server_free(workers[i].server);

@@ -79,7 +79,8 @@ ok "config errors name the field"
 
 # --- graceful stop
 kill -TERM "$PROXY_PID"
-rc=0; for _ in $(seq 200); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.025; done
+rc=0; for _ in $(seq 400); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.025; done
+kill -0 "$PROXY_PID" 2>/dev/null && stack_fail "the proxy did not exit within 10 s of SIGTERM"
 wait "$PROXY_PID" || rc=$?
 [ "$rc" = 0 ] || stack_fail "proxy exit status $rc"
 ok "SIGTERM drains and exits 0"

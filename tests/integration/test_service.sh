@@ -116,7 +116,8 @@ out=$(curl -s -w ' %{http_code}' "$A/readyz")
 [[ "$out" == *'"code":"shutting_down"'*' 503' ]] || fail "readyz during shutdown: $out"
 wait "$slow"
 [ "$(cat "$work/slow.code")" = 200 ] || fail "in-flight request lost: $(cat "$work/slow.code")"
-rc=0; for _ in $(seq 200); do kill -0 "$PID_a" 2>/dev/null || break; sleep 0.025; done
+rc=0; for _ in $(seq 400); do kill -0 "$PID_a" 2>/dev/null || break; sleep 0.025; done
+kill -0 "$PID_a" 2>/dev/null && fail "the service did not exit within 10 s of SIGTERM"
 wait "$PID_a" || rc=$?
 [ "$rc" = 0 ] || fail "exit status after SIGTERM: $rc"
 curl -s -o /dev/null "$A/healthz" && fail "still accepting after shutdown"
