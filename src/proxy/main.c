@@ -6,7 +6,10 @@
  *
  *   strata-proxy --config FILE [--workers N]
  *
- * Not yet (issue 5): TLS listeners, JWT, rate limits, WAF, health checks,
+ * TLS listeners (certificates by SNI, TLS 1.2/1.3, ALPN http/1.1) reload
+ * their certificate files on SIGHUP without dropping a connection.
+ *
+ * Not yet (issue 5): JWT, rate limits, WAF, health checks,
  * least-request, weighted destinations, redirects, header rules, streaming
  * bodies (requests and responses are buffered, bounded by 1 MiB / 16 MiB). */
 #include <errno.h>
@@ -21,13 +24,31 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/rand.h"
+#include "core/tls.h"
 #include "core/trace.h"
 #include "proxy/proxy_config.h"
+
+/* A configured listener at run time: shared by the workers. */
+struct listener_rt {
+    const struct proxy_listener *cfg;
+    struct tls_server_holder *tls; /* NULL: plain HTTP */
+    struct tls_cert_pair *pairs;
+    struct tls_server_config tls_cfg;
+};
+
+struct worker;
+/* One server per listener per worker: a handler knows which it serves. */
+struct served {
+    struct worker *w;
+    struct listener_rt *l;
+    struct http1_server *server;
+};
 
 struct worker {
     pthread_t thread;
     struct loop *loop;
-    struct http1_server *server;
+    struct served *served; /* one per listener */
+    int draining;          /* servers not drained yet */
     struct http1_client *client;
     size_t *rr; /* next endpoint per cluster */
     bool is_joined;
@@ -43,6 +64,7 @@ struct fwd {
 };
 
 static struct proxy_config *config;
+static struct listener_rt *listeners;
 static struct worker *workers;
 static int nworkers = 1;
 
@@ -172,7 +194,8 @@ static int add(struct http1_header *h, size_t *n, struct str name, struct str va
 
 static void handle(struct http1_exchange *x, void *arg)
 {
-    struct worker *w = arg;
+    struct served *sv = arg;
+    struct worker *w = sv->w;
     struct arena *a = &x->arena;
     struct fwd *f = arena_alloc(a, sizeof *f);
     if (!f) {
@@ -255,7 +278,7 @@ static void handle(struct http1_exchange *x, void *arg)
     else
         snprintf(xff, xl, "%s", peer);
     add(h, &n, STR_LIT("X-Forwarded-For"), str_from_cstr(xff));
-    add(h, &n, STR_LIT("X-Forwarded-Proto"), STR_LIT("http"));
+    add(h, &n, STR_LIT("X-Forwarded-Proto"), sv->l->tls ? STR_LIT("https") : STR_LIT("http"));
     add(h, &n, STR_LIT("X-Forwarded-Host"), host);
     add(h, &n, STR_LIT("X-Request-Id"), str_from_cstr(f->request_id));
     /* traceparent: the caller's trace continues with a new parent id; else one starts. */
@@ -289,11 +312,18 @@ static void handle(struct http1_exchange *x, void *arg)
     x->on_abort = on_abort;
 }
 
-static void on_drained(void *arg) { loop_stop(((struct worker *)arg)->loop); }
+static void on_drained(void *arg)
+{
+    struct worker *w = arg;
+    if (--w->draining == 0)
+        loop_stop(w->loop);
+}
 static void drain_cb(void *arg)
 {
     struct worker *w = arg;
-    http1_server_drain(w->server, on_drained, w);
+    w->draining = (int)config->nlisteners;
+    for (size_t i = 0; i < config->nlisteners; i++)
+        http1_server_drain(w->served[i].server, on_drained, w);
 }
 static void on_signal(struct loop_signal *s, int signo)
 {
@@ -301,6 +331,37 @@ static void on_signal(struct loop_signal *s, int signo)
     log_info("draining", LOG_INT("signal", signo));
     for (int i = 0; i < nworkers; i++)
         loop_post(workers[i].loop, drain_cb, &workers[i]);
+}
+
+/* SIGHUP: read every TLS listener's certificate files again; new
+ * connections get the new certificates, open ones keep theirs. A bad file
+ * keeps the old ones and says why. */
+static void on_reload(struct loop_signal *s, int signo)
+{
+    (void)s;
+    (void)signo;
+    for (size_t i = 0; i < config->nlisteners; i++) {
+        struct listener_rt *l = &listeners[i];
+        if (!l->tls)
+            continue;
+        struct tls_error err;
+        if (tls_server_reload(l->tls, &l->tls_cfg, &err) < 0)
+            log_error("certificate reload failed; the old certificates stay", LOG_STR("listener", l->cfg->name),
+                      LOG_STR("error", err.msg));
+        else
+            log_info("certificates reloaded", LOG_STR("listener", l->cfg->name));
+    }
+}
+
+static int wrap_tls(struct sock *sk, void *arg)
+{
+    struct listener_rt *l = arg;
+    struct tls_server_ctx *ctx = tls_server_holder_get(l->tls);
+    if (!ctx)
+        return -ENOMEM;
+    int rc = tls_sock_server(ctx, sk);
+    tls_server_ctx_unref(ctx);
+    return rc;
 }
 static void *worker_main(void *arg)
 {
@@ -335,23 +396,49 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("strata-proxy");
+    listeners = calloc(config->nlisteners, sizeof *listeners);
+    for (size_t j = 0; j < config->nlisteners; j++) {
+        struct listener_rt *l = &listeners[j];
+        const struct proxy_listener *lc = &config->listeners[j];
+        l->cfg = lc;
+        if (!lc->ncerts)
+            continue;
+        l->pairs = calloc(lc->ncerts, sizeof *l->pairs);
+        for (size_t k = 0; k < lc->ncerts; k++)
+            l->pairs[k] = (struct tls_cert_pair){ .cert_file = lc->cert_files[k], .key_file = lc->key_files[k] };
+        l->tls_cfg = (struct tls_server_config){ .certs = l->pairs, .ncerts = lc->ncerts };
+        struct tls_error terr;
+        l->tls = tls_server_holder_new(&l->tls_cfg, &terr);
+        if (!l->tls) {
+            fprintf(stderr, "strata-proxy: %s: listener %s: %s\n", path, lc->name, terr.msg);
+            return 2;
+        }
+    }
     struct loop *main_loop = loop_new();
-    struct loop_signal sigint, sigterm;
+    struct loop_signal sigint, sigterm, sighup;
     loop_signal_start(main_loop, &sigint, SIGINT, on_signal, NULL);
     loop_signal_start(main_loop, &sigterm, SIGTERM, on_signal, NULL);
+    loop_signal_start(main_loop, &sighup, SIGHUP, on_reload, NULL);
     signal(SIGPIPE, SIG_IGN);
     workers = calloc((size_t)nworkers, sizeof *workers);
-    struct http1_server_config sc = { .handler = handle };
     struct net_listen_opts lo = { .reuseport = true };
     for (int i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
         w->loop = loop_new();
-        sc.handler_arg = w;
-        w->server = http1_server_new(w->loop, &sc);
         w->client = http1_client_new(w->loop, NULL);
         w->rr = calloc(config->nclusters, sizeof *w->rr);
+        w->served = calloc(config->nlisteners, sizeof *w->served);
         for (size_t j = 0; j < config->nlisteners; j++) {
             struct proxy_listener *l = &config->listeners[j];
+            struct served *sv = &w->served[j];
+            sv->w = w;
+            sv->l = &listeners[j];
+            struct http1_server_config sc = { .handler = handle, .handler_arg = sv };
+            if (sv->l->tls) {
+                sc.wrap = wrap_tls;
+                sc.wrap_arg = sv->l;
+            }
+            sv->server = http1_server_new(w->loop, &sc);
             int fd, rc = net_listen(&l->addr, &lo, &fd);
             if (rc < 0) {
                 char a[80];
@@ -361,12 +448,13 @@ int main(int argc, char **argv)
             }
             if (net_addr_port(&l->addr) == 0)
                 net_local_addr(fd, &l->addr); /* the other workers join the port the first got */
-            http1_server_listen_fd(w->server, fd);
+            http1_server_listen_fd(sv->server, fd);
         }
     }
     for (size_t j = 0; j < config->nlisteners; j++) {
         char a[80];
         log_info("listening", LOG_STR("listener", config->listeners[j].name),
+                 LOG_BOOL("tls", listeners[j].tls != NULL),
                  LOG_STR("address", net_addr_format(&config->listeners[j].addr, a, sizeof a)),
                  LOG_INT("workers", nworkers), LOG_UINT("routes", config->nroutes));
     }
@@ -384,13 +472,20 @@ int main(int argc, char **argv)
         }
     }
     for (int i = 0; i < nworkers; i++) {
-        http1_server_free(workers[i].server);
+        for (size_t j = 0; j < config->nlisteners; j++)
+            http1_server_free(workers[i].served[j].server);
         http1_client_free(workers[i].client);
         loop_run_once(workers[i].loop, 0);
         loop_free(workers[i].loop);
         free(workers[i].rr);
+        free(workers[i].served);
     }
     free(workers);
+    for (size_t j = 0; j < config->nlisteners; j++) {
+        tls_server_holder_free(listeners[j].tls);
+        free(listeners[j].pairs);
+    }
+    free(listeners);
     proxy_config_free(config);
     loop_free(main_loop);
     log_info("stopped");

@@ -178,9 +178,42 @@ static int load_routes(struct ctx *x, struct proxy_config *c, json_t *arr)
     return 0;
 }
 
+static int load_tls(struct ctx *x, const char *path, struct proxy_listener *li, json_t *tls)
+{
+    static const char *const keys[] = { "certificates", NULL };
+    static const char *const ckeys[] = { "cert_file", "key_file", NULL };
+    char p[96];
+    snprintf(p, sizeof p, "%s.tls", path);
+    int rc = only_keys(x, p, tls, keys);
+    if (rc < 0)
+        return rc;
+    json_t *certs = json_object_get(tls, "certificates");
+    if (!json_is_array(certs) || json_array_size(certs) == 0 || json_array_size(certs) > 64)
+        return fail(x, p, "certificates: expected 1..64 {cert_file, key_file}");
+    li->cert_files = calloc(json_array_size(certs), sizeof *li->cert_files);
+    li->key_files = calloc(json_array_size(certs), sizeof *li->key_files);
+    if (!li->cert_files || !li->key_files)
+        return -ENOMEM;
+    size_t i;
+    json_t *cert;
+    json_array_foreach(certs, i, cert) {
+        char cp[160];
+        snprintf(cp, sizeof cp, "%.96s.certificates[%zu]", p, i);
+        rc = only_keys(x, cp, cert, ckeys);
+        if (rc == 0)
+            rc = get_str(x, cp, cert, "cert_file", true, &li->cert_files[li->ncerts]);
+        if (rc == 0)
+            rc = get_str(x, cp, cert, "key_file", true, &li->key_files[li->ncerts]);
+        li->ncerts++;
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int load_listeners(struct ctx *x, struct proxy_config *c, json_t *arr)
 {
-    static const char *const keys[] = { "name", "address", NULL };
+    static const char *const keys[] = { "name", "address", "tls", NULL };
     if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > 16)
         return fail(x, "$.listeners", "expected 1..16 listeners");
     c->listeners = calloc(json_array_size(arr), sizeof *c->listeners);
@@ -200,6 +233,9 @@ static int load_listeners(struct ctx *x, struct proxy_config *c, json_t *arr)
         if (rc == 0 && net_addr_parse(str_from_cstr(addr), true, &li->addr) < 0)
             rc = fail(x, p, "address: expected \"HOST:PORT\" with a numeric host, got \"%s\"", addr);
         free(addr);
+        json_t *tls = json_object_get(l, "tls");
+        if (rc == 0 && tls)
+            rc = load_tls(x, p, li, tls);
         if (rc < 0)
             return rc;
     }
@@ -266,8 +302,16 @@ void proxy_config_free(struct proxy_config *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->nlisteners; i++)
-        free(c->listeners[i].name);
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct proxy_listener *l = &c->listeners[i];
+        free(l->name);
+        for (size_t j = 0; j < l->ncerts; j++) {
+            free(l->cert_files[j]);
+            free(l->key_files[j]);
+        }
+        free(l->cert_files);
+        free(l->key_files);
+    }
     for (size_t i = 0; i < c->nroutes; i++) {
         struct proxy_route *r = &c->routes[i];
         free(r->name);

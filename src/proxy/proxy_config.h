@@ -2,7 +2,9 @@
  * control plane will serve it (DESIGN.md: listeners, routes, clusters).
  * This first version carries what the engine implements today:
  *
- *   {"listeners": [{"name": "http", "address": "127.0.0.1:8080"}],
+ *   {"listeners": [{"name": "http", "address": "127.0.0.1:8080"},
+ *                  {"name": "https", "address": "127.0.0.1:8443",
+ *                   "tls": {"certificates": [{"cert_file": "a.pem", "key_file": "a.key"}, ...]}}],
  *    "routes":    [{"name": "users", "host": "api.example.test" | "*.example.test" | "*",
  *                   "prefix": "/v1/users" | "exact": "/healthz", "methods": ["GET", ...],
  *                   "cluster": "user", "timeout_ms": 5000, "rewrite_prefix": "/internal"}],
@@ -43,6 +45,9 @@ struct proxy_route {
 struct proxy_listener {
     char *name;
     struct net_addr addr;
+    /* TLS: certificates chosen by SNI, the first is the default; 0 = plain */
+    char **cert_files, **key_files;
+    size_t ncerts;
 };
 
 struct proxy_config {

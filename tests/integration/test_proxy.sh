@@ -13,9 +13,17 @@ ok() { pass=$((pass + 1)); echo "ok   $*"; }
 stack_start a strata-demo-service OTEL_SERVICE_NAME=backend-a
 stack_start b strata-demo-service OTEL_SERVICE_NAME=backend-b
 dead=$(stack_port)   # nothing listens here
-port=$(stack_port)
+port=$(stack_port); tport=$(stack_port)
+mkcert() { # DIR: a self-signed ECDSA certificate for localhost (a new serial each time)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null || stack_fail "openssl req"
+}
+mkdir -p "$STACK_WORK/tls" "$STACK_WORK/tls2"
+mkcert "$STACK_WORK/tls"
 cat >"$STACK_WORK/proxy.json" <<JSON
-{"listeners": [{"name": "http", "address": "127.0.0.1:$port"}],
+{"listeners": [{"name": "http", "address": "127.0.0.1:$port"},
+               {"name": "https", "address": "127.0.0.1:$tport",
+                "tls": {"certificates": [{"cert_file": "$STACK_WORK/tls/cert.pem", "key_file": "$STACK_WORK/tls/key.pem"}]}}],
  "clusters": [{"name": "demo", "endpoints": ["127.0.0.1:$A_PORT", "127.0.0.1:$B_PORT"]},
               {"name": "dead", "endpoints": ["127.0.0.1:$dead"]}],
  "routes": [{"name": "dead", "prefix": "/dead", "cluster": "dead"},
@@ -70,6 +78,26 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [[ "$out" == *'"code":"upstream_timeout"'*' 504' ]] || stack_fail "slow upstream: $out"
 [ "$ms" -lt 1500 ] || stack_fail "the 300 ms route timeout took $ms ms"
 ok "404 / 503 / 504 as JSON with reason codes"
+
+# --- TLS listener: HTTPS through the same routes; certificates reload on SIGHUP
+tls_curl() { curl -s --max-time 5 --cacert "$1" --resolve "localhost:$tport:127.0.0.1" "${@:2}"; }
+[ "$(tls_curl "$STACK_WORK/tls/cert.pem" "https://localhost:$tport/v1/hello/tls")" = '{"hello":"tls"}' ] \
+  || stack_fail "HTTPS through the proxy"
+serial() { openssl s_client -connect "127.0.0.1:$tport" -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -serial; }
+old=$(serial); [ -n "$old" ] || stack_fail "no certificate served"
+cp "$STACK_WORK/tls/cert.pem" "$STACK_WORK/tls2/old.pem"
+mkcert "$STACK_WORK/tls"
+kill -HUP "$PROXY_PID"
+for _ in $(seq 100); do [ "$(serial)" != "$old" ] && break; sleep 0.05; done
+[ "$(serial)" != "$old" ] || stack_fail "certificate not reloaded on SIGHUP"
+[ "$(tls_curl "$STACK_WORK/tls/cert.pem" "https://localhost:$tport/v1/hello/new")" = '{"hello":"new"}' ] || stack_fail "HTTPS after reload"
+new=$(serial)
+echo garbage >"$STACK_WORK/tls/cert.pem"
+kill -HUP "$PROXY_PID"
+for _ in $(seq 100); do grep -q "certificate reload failed" "$STACK_WORK/proxy.log" && break; sleep 0.05; done
+grep -q "certificate reload failed" "$STACK_WORK/proxy.log" || stack_fail "a bad reload is not reported"
+[ "$(serial)" = "$new" ] || stack_fail "a bad reload replaced the working certificate"
+ok "TLS listener; SIGHUP reloads certificates, a bad file keeps the old ones"
 
 # --- config errors name the field; nothing starts
 echo '{"listeners":[{"name":"h","address":"127.0.0.1:0"}],"clusters":[{"name":"c","endpoints":["127.0.0.1:1"]}],"routes":[{"name":"r","prefix":"/","cluster":"nope"}]}' >"$STACK_WORK/bad.json"
