@@ -151,7 +151,6 @@ struct service *service_new(const struct service_config *cfg)
     s->cfg.max_body = max_body;
     s->cfg.shutdown_delay_ms = (uint32_t)delay;
     s->cfg.shutdown_timeout_ms = (uint32_t)timeout;
-    const char *level = getenv("LOG_LEVEL");
     log_init(s->name);
     trace_config_init(&s->trace_cfg);
     const char *bad = NULL;
@@ -172,7 +171,6 @@ struct service *service_new(const struct service_config *cfg)
         }
         s->has_proxy = true;
     }
-    (void)level; /* log_init reads LOG_LEVEL */
 
     struct metrics_registry *reg = metrics_default();
     if (metrics_register_counter(reg, "strata_http_requests_total", "HTTP requests served, by route, method and status.",
