@@ -5,8 +5,6 @@
  *
  * One loop per worker thread, each with its own SO_REUSEPORT listener.
  * SIGINT/SIGTERM drain and exit 0. */
-#include <errno.h>
-#include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,11 +16,9 @@
 #include "core/net.h"
 
 struct worker {
-    pthread_t thread;
     struct loop *loop;
     struct http1_server *server;
     int lfd;
-    bool is_joined;
 };
 
 static const struct http1_header hello_headers[] = {
@@ -51,6 +47,7 @@ static void *worker_main(void *arg)
 }
 
 static struct worker *workers;
+static struct loop_thread *threads;
 static int nworkers;
 
 static void on_signal(struct loop_signal *s, int signo)
@@ -92,6 +89,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     workers = calloc((size_t)nworkers, sizeof *workers);
+    threads = calloc((size_t)nworkers, sizeof *threads);
     struct http1_server_config cfg = { .handler = hello };
     struct net_listen_opts lo = { .reuseport = true };
     for (int i = 0; i < nworkers; i++) {
@@ -111,23 +109,15 @@ int main(int argc, char **argv)
     fprintf(stderr, "strata-bench-hello listening on %s with %d worker(s)\n", net_addr_format(&addr, shown, sizeof shown),
             nworkers);
     for (int i = 0; i < nworkers; i++)
-        pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-    /* The main loop only waits for signals; it stops when every worker is
-     * done (a thread is joined once: its id means nothing after). */
-    for (int alive = nworkers; alive;) {
-        loop_run_once(main_loop, 100);
-        alive = 0;
-        for (int i = 0; i < nworkers; i++) {
-            if (!workers[i].is_joined && pthread_tryjoin_np(workers[i].thread, NULL) == 0)
-                workers[i].is_joined = true;
-            alive += !workers[i].is_joined;
-        }
-    }
+        pthread_create(&threads[i].id, NULL, worker_main, &workers[i]);
+    /* The main loop only waits for signals; it stops when every worker is done. */
+    loop_run_until_joined(main_loop, threads, (size_t)nworkers);
     for (int i = 0; i < nworkers; i++) {
         http1_server_free(workers[i].server);
         loop_free(workers[i].loop);
     }
     free(workers);
+    free(threads);
     loop_free(main_loop);
     return 0;
 }

@@ -468,17 +468,6 @@ static void cancel_order(struct service_req *r, void *arg)
 
 /* ---- GET /v1/orders?status=&limit=&cursor= ---------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes v into out (size cap). -EINVAL on a bad escape or overflow. */
 static int query_decode(struct str v, char *out, size_t cap)
 {
@@ -488,7 +477,7 @@ static int query_decode(struct str v, char *out, size_t cap)
         if (c == '%') {
             if (i + 2 >= v.n)
                 return -EINVAL;
-            int h = hexval(v.p[i + 1]), l = hexval(v.p[i + 2]);
+            int h = str_hex_digit(v.p[i + 1]), l = str_hex_digit(v.p[i + 2]);
             if (h < 0 || l < 0)
                 return -EINVAL;
             c = (char)(h * 16 + l);

@@ -68,16 +68,6 @@ static inline bool is_value_byte(unsigned char c) { return c == '\t' || (c >= 0x
 
 static inline bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static bool all_host_chars(struct str s)
 {
     for (size_t i = 0; i < s.n; i++)
@@ -583,7 +573,7 @@ static bool size_line_byte(struct http1_chunked *c, unsigned char ch)
         return false;
     switch (c->state) {
     case CS_SIZE: {
-        int v = hex_value(ch);
+        int v = str_hex_digit((char)ch);
         if (v >= 0) {
             /* In this state every byte of the line so far was a digit. */
             if (c->line_bytes > CHUNK_SIZE_DIGITS_MAX)
@@ -780,6 +770,19 @@ bad_chunk:
 }
 
 /* ---- errors and reasons ------------------------------------------------- */
+
+bool http1_request_id_is_valid(struct str v)
+{
+    if (v.n == 0 || v.n > 128)
+        return false;
+    for (size_t i = 0; i < v.n; i++) {
+        char c = v.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || c == ':'))
+            return false;
+    }
+    return true;
+}
 
 int http1_error_status(int err)
 {

@@ -141,6 +141,11 @@ void http1_chunked_init(struct http1_chunked *c);
  * recipient discard them). */
 int http1_chunked_feed(struct http1_chunked *c, const char *in, size_t n, struct str *data, size_t *consumed);
 
+/* Whether a client's X-Request-Id may be kept (and logged, and forwarded):
+ * 1..128 bytes of [A-Za-z0-9._:-]. Anything else is replaced by a new id,
+ * so that ids can never inject into logs or headers. */
+bool http1_request_id_is_valid(struct str v);
+
 int http1_error_status(int err);
 /* Stable snake_case reason code: "bad_request", "uri_too_long",
  * "header_too_large", "http_version_not_supported", "cl_and_te",

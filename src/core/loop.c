@@ -507,6 +507,19 @@ int loop_run_once(struct loop *l, int timeout_ms)
     return 0;
 }
 
+void loop_run_until_joined(struct loop *l, struct loop_thread *threads, size_t n)
+{
+    for (size_t alive = n; alive;) {
+        loop_run_once(l, 100);
+        alive = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!threads[i].is_joined && pthread_tryjoin_np(threads[i].id, NULL) == 0)
+                threads[i].is_joined = true;
+            alive += !threads[i].is_joined;
+        }
+    }
+}
+
 int loop_run(struct loop *l)
 {
     while (!__atomic_load_n(&l->is_stopping, __ATOMIC_ACQUIRE)) {

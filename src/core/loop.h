@@ -17,6 +17,7 @@
 #ifndef STRATA_LOOP_H
 #define STRATA_LOOP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -125,6 +126,17 @@ int loop_post(struct loop *l, loop_defer_cb cb, void *data);
  * call before starting other threads (they inherit the mask). */
 int loop_signal_start(struct loop *l, struct loop_signal *s, int signo, loop_signal_cb cb, void *data);
 void loop_signal_stop(struct loop_signal *s);
+
+/* A worker thread that runs a loop, as the main thread sees it. */
+struct loop_thread {
+    pthread_t id;
+    bool is_joined; /* set by loop_run_until_joined; read it to skip ended workers */
+};
+
+/* Runs l (the main thread's loop: signals, posts) until each of the n
+ * threads has ended, joining each exactly once (a joined thread's id means
+ * nothing afterwards, so it is never asked again). Checks every 100 ms. */
+void loop_run_until_joined(struct loop *l, struct loop_thread *threads, size_t n);
 
 /* Counters for tests and metrics. */
 size_t loop_timer_count(const struct loop *l);

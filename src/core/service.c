@@ -45,13 +45,11 @@ struct check {
 struct worker {
     struct service *svc;
     int index;
-    pthread_t thread;
     struct loop *loop;
     struct http1_server *server;
     struct http1_client *client;
     struct trace_tracer *tracer;
     int lfd;
-    bool is_done;
 };
 
 struct service_req {
@@ -83,6 +81,7 @@ struct service {
     struct route *routes, *routes_tail;
     struct check *checks;
     struct worker *workers;
+    struct loop_thread *threads; /* one per worker */
     int nworkers;
     struct loop *main_loop;
     struct loop_signal sigterm, sigint;
@@ -216,6 +215,7 @@ void service_free(struct service *s)
         s->checks = next;
     }
     free(s->workers);
+    free(s->threads);
     free(s);
 }
 
@@ -650,19 +650,6 @@ static void metrics_endpoint(struct service_req *r, void *arg)
 
 /* ---- the request path --------------------------------------------------------------- */
 
-static bool request_id_is_sane(struct str v)
-{
-    if (v.n == 0 || v.n > 128)
-        return false;
-    for (size_t i = 0; i < v.n; i++) {
-        char c = v.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.' || c == ':'))
-            return false;
-    }
-    return true;
-}
-
 static void on_request(struct http1_exchange *x, void *arg)
 {
     struct worker *w = arg;
@@ -677,7 +664,7 @@ static void on_request(struct http1_exchange *x, void *arg)
     r->w = w;
     x->user = r;
     const struct http1_header *rid = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("X-Request-Id"));
-    if (rid && request_id_is_sane(rid->value))
+    if (rid && http1_request_id_is_valid(rid->value))
         str_copy_cstr(rid->value, r->request_id, sizeof r->request_id);
     else
         rand_hex(r->request_id, 16);
@@ -828,7 +815,7 @@ static void shutdown_step(struct loop_timer *t)
         s->shutdown_phase = 3;
         log_warn("shutdown timeout: closing the connections left");
         for (int i = 0; i < s->nworkers; i++)
-            if (!s->workers[i].is_done)
+            if (!s->threads[i].is_joined)
                 loop_post(s->workers[i].loop, worker_force, &s->workers[i]);
     }
 }
@@ -866,7 +853,8 @@ int service_bind(struct service *s)
         service_route(s, "GET", "/metrics", metrics_endpoint, s) < 0)
         return -ENOMEM;
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
-    if (!s->workers)
+    s->threads = calloc((size_t)s->nworkers, sizeof *s->threads);
+    if (!s->workers || !s->threads)
         return -ENOMEM;
     struct net_listen_opts lo = { .reuseport = true };
     for (int i = 0; i < s->nworkers; i++) {
@@ -916,18 +904,8 @@ int service_run(struct service *s)
     char a[80];
     log_info("listening", LOG_STR("address", net_addr_format(&s->addr, a, sizeof a)), LOG_INT("workers", s->nworkers));
     for (int i = 0; i < s->nworkers; i++)
-        pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]);
-    int alive = s->nworkers;
-    while (alive) {
-        loop_run_once(s->main_loop, 100);
-        alive = 0;
-        for (int i = 0; i < s->nworkers; i++) {
-            struct worker *w = &s->workers[i];
-            if (!w->is_done && pthread_tryjoin_np(w->thread, NULL) == 0)
-                w->is_done = true;
-            alive += !w->is_done;
-        }
-    }
+        pthread_create(&s->threads[i].id, NULL, worker_main, &s->workers[i]);
+    loop_run_until_joined(s->main_loop, s->threads, (size_t)s->nworkers);
     for (int i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         http1_server_free(w->server);

@@ -59,6 +59,18 @@ static inline struct str str_trim_ows(struct str s)
     return s;
 }
 
+/* The value of one hex digit, or -1. */
+static inline int str_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* Strict unsigned decimal: digits only, no sign, no spaces, no overflow.
  * Returns 0 and sets *out, or -EINVAL (empty/non-digit) / -ERANGE (overflow). */
 int str_to_u64(struct str s, uint64_t *out);

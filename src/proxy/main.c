@@ -45,13 +45,11 @@ struct served {
 };
 
 struct worker {
-    pthread_t thread;
     struct loop *loop;
     struct served *served; /* one per listener */
     int draining;          /* servers not drained yet */
     struct http1_client *client;
     size_t *rr; /* next endpoint per cluster */
-    bool is_joined;
 };
 
 struct fwd {
@@ -66,6 +64,7 @@ struct fwd {
 static struct proxy_config *config;
 static struct listener_rt *listeners;
 static struct worker *workers;
+static struct loop_thread *threads;
 static int nworkers = 1;
 
 /* RFC 9110 §7.6.1: fields that describe one connection, never forwarded. */
@@ -95,19 +94,6 @@ static bool named_by_connection(const struct http1_header *hs, size_t n, struct 
         p = comma ? comma + 1 : end;
     }
     return false;
-}
-
-static bool id_is_sane(struct str v)
-{
-    if (v.n == 0 || v.n > 128)
-        return false;
-    for (size_t i = 0; i < v.n; i++) {
-        char c = v.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.' || c == ':'))
-            return false;
-    }
-    return true;
 }
 
 static void reply_error(struct http1_exchange *x, const char *request_id, int status, const char *code,
@@ -207,7 +193,7 @@ static void handle(struct http1_exchange *x, void *arg)
     f->w = w;
     x->user = f;
     const struct http1_header *rid = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("X-Request-Id"));
-    if (rid && id_is_sane(rid->value))
+    if (rid && http1_request_id_is_valid(rid->value))
         str_copy_cstr(rid->value, f->request_id, sizeof f->request_id);
     else
         rand_hex(f->request_id, 16);
@@ -421,6 +407,7 @@ int main(int argc, char **argv)
     loop_signal_start(main_loop, &sighup, SIGHUP, on_reload, NULL);
     signal(SIGPIPE, SIG_IGN);
     workers = calloc((size_t)nworkers, sizeof *workers);
+    threads = calloc((size_t)nworkers, sizeof *threads);
     struct net_listen_opts lo = { .reuseport = true };
     for (int i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
@@ -459,18 +446,9 @@ int main(int argc, char **argv)
                  LOG_INT("workers", nworkers), LOG_UINT("routes", config->nroutes));
     }
     for (int i = 0; i < nworkers; i++)
-        pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-    /* The main thread only waits for signals, and for the workers to end
-     * (a thread is joined once: its id means nothing after). */
-    for (int alive = nworkers; alive;) {
-        loop_run_once(main_loop, 100);
-        alive = 0;
-        for (int i = 0; i < nworkers; i++) {
-            if (!workers[i].is_joined && pthread_tryjoin_np(workers[i].thread, NULL) == 0)
-                workers[i].is_joined = true;
-            alive += !workers[i].is_joined;
-        }
-    }
+        pthread_create(&threads[i].id, NULL, worker_main, &workers[i]);
+    /* The main thread only waits for signals, and for the workers to end. */
+    loop_run_until_joined(main_loop, threads, (size_t)nworkers);
     for (int i = 0; i < nworkers; i++) {
         for (size_t j = 0; j < config->nlisteners; j++)
             http1_server_free(workers[i].served[j].server);
@@ -481,6 +459,7 @@ int main(int argc, char **argv)
         free(workers[i].served);
     }
     free(workers);
+    free(threads);
     for (size_t j = 0; j < config->nlisteners; j++) {
         tls_server_holder_free(listeners[j].tls);
         free(listeners[j].pairs);

@@ -31,17 +31,6 @@ static void echo_len(struct http1_exchange *x, void *arg)
     http1_respond(x, 200, NULL, 0, str_make(body, (size_t)n));
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the raw part: newlines ignored, escapes \r \n \t \\ \0 \xHH. */
 static int decode_bytes(const char *p, size_t n, struct vector *v)
 {
@@ -64,9 +53,9 @@ static int decode_bytes(const char *p, size_t n, struct vector *v)
         case '0': v->bytes[v->nbytes++] = '\0'; break;
         case '\\': v->bytes[v->nbytes++] = '\\'; break;
         case 'x': {
-            if (i + 2 >= n + 0 || hexval(p[i + 1]) < 0 || hexval(p[i + 2]) < 0)
+            if (i + 2 >= n + 0 || str_hex_digit(p[i + 1]) < 0 || str_hex_digit(p[i + 2]) < 0)
                 return -1;
-            v->bytes[v->nbytes++] = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+            v->bytes[v->nbytes++] = (char)(str_hex_digit(p[i + 1]) * 16 + str_hex_digit(p[i + 2]));
             i += 2;
             break;
         }
