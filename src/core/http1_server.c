@@ -128,8 +128,15 @@ static void conn_arm(struct http1_conn *c, uint32_t ms) { loop_timer_start(&c->t
 
 static void accept_one(struct http1_server *s, int fd, const struct net_addr *peer)
 {
+    if (s->cfg.conn_open && !s->cfg.conn_open(peer, s->cfg.conn_arg)) {
+        s->stats.refused_admission++;
+        close(fd);
+        return;
+    }
     struct http1_conn *c = calloc(1, sizeof *c);
     if (!c) {
+        if (s->cfg.conn_closed)
+            s->cfg.conn_closed(peer, s->cfg.conn_arg);
         close(fd);
         return;
     }
@@ -139,6 +146,8 @@ static void accept_one(struct http1_server *s, int fd, const struct net_addr *pe
         s->stats.refused_transport++;
         sock_close(&c->sock);
         free(c);
+        if (s->cfg.conn_closed)
+            s->cfg.conn_closed(peer, s->cfg.conn_arg);
         return;
     }
     c->peer = *peer;
@@ -209,8 +218,13 @@ struct http1_server *http1_server_new(struct loop *l, const struct http1_server_
         return NULL;
     s->loop = l;
     s->cfg = *cfg;
+    /* Zero fields take the defaults, one by one. */
+    if (!s->cfg.limits.max_request_line)
+        s->cfg.limits.max_request_line = http1_default_limits.max_request_line;
     if (!s->cfg.limits.max_header_bytes)
-        s->cfg.limits = http1_default_limits;
+        s->cfg.limits.max_header_bytes = http1_default_limits.max_header_bytes;
+    if (!s->cfg.limits.max_headers)
+        s->cfg.limits.max_headers = http1_default_limits.max_headers;
     if (!s->cfg.max_body)
         s->cfg.max_body = 1024 * 1024;
     if (!s->cfg.header_timeout_ms)
@@ -362,6 +376,8 @@ static void conn_close(struct http1_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->stats.active--;
+    if (s->cfg.conn_closed)
+        s->cfg.conn_closed(&c->peer, s->cfg.conn_arg);
     if (is_orphan) {
         c->is_orphan = true;
         c->prev = NULL;

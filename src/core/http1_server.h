@@ -49,7 +49,7 @@ typedef void (*http1_complete_fn)(struct http1_exchange *x, int status, void *ar
 typedef int (*http1_wrap_fn)(struct sock *s, void *arg);
 
 struct http1_server_config {
-    struct http1_limits limits; /* zeros → http1_default_limits */
+    struct http1_limits limits; /* each zero field → http1_default_limits' */
     uint64_t max_body;          /* bytes; 0 → 1 MiB; larger → 413 */
     uint32_t header_timeout_ms; /* whole head; 0 → 10 s (HAProxy's timeout http-request) */
     uint32_t body_timeout_ms;   /* between body reads; 0 → 30 s */
@@ -62,6 +62,12 @@ struct http1_server_config {
     http1_complete_fn on_complete; /* optional */
     http1_wrap_fn wrap;            /* optional */
     void *wrap_arg;
+    /* Optional admission per connection (e.g. a per-client-IP limit): asked
+     * first for every accepted connection, false closes it at once.
+     * conn_closed runs once for every connection conn_open admitted. */
+    bool (*conn_open)(const struct net_addr *peer, void *arg);
+    void (*conn_closed)(const struct net_addr *peer, void *arg);
+    void *conn_arg;
 };
 
 /* The request being served. Fields are read-only for handlers; everything
@@ -84,7 +90,7 @@ struct http1_exchange {
 
 struct http1_server_stats {
     uint64_t accepted, active, requests, responses;
-    uint64_t parse_errors, timeouts, refused_transport;
+    uint64_t parse_errors, timeouts, refused_transport, refused_admission;
     uint64_t client_aborts; /* clients gone while their request was handled */
 };
 

@@ -1,302 +1,51 @@
-/* strata-proxy — the proxy engine, first slice of the gateway role
- * (issue 5): HTTP listeners, routing by host/path/method in order,
- * clusters of endpoints with round robin, keep-alive upstream pools,
- * per-route timeouts, prefix rewrite, X-Forwarded-*, X-Request-Id and W3C
- * traceparent continued or started, JSON errors with a reason code.
+/* strata-proxy — the proxy engine in the gateway role (issue 5).
  *
  *   strata-proxy --config FILE [--workers N]
+ *   strata-proxy --from 127.0.0.1:PORT --to http://HOST:PORT [--cert FILE --key FILE] [--workers N]
  *
- * TLS listeners (certificates by SNI, TLS 1.2/1.3, ALPN http/1.1) reload
- * their certificate files on SIGHUP without dropping a connection.
+ * Main thread: signals, the admin listener, health checks, reloads. One
+ * worker thread per --workers (default: one per core) with its own loop,
+ * SO_REUSEPORT listeners and upstream pools; the request path is engine.c.
  *
- * Not yet (issue 5): JWT, rate limits, WAF, health checks,
- * least-request, weighted destinations, redirects, header rules, streaming
- * bodies (requests and responses are buffered, bounded by 1 MiB / 16 MiB). */
+ * SIGTERM/SIGINT or POST /drain: readiness fails, accepting stops, requests
+ * in flight finish, idle keep-alives close, exit 0. SIGHUP or POST /reload:
+ * the config file is read again and swapped in atomically (listener
+ * changes need a restart), and TLS certificate files are reloaded. A bad
+ * file changes nothing and says why. Usage: docs/gateway.md. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "core/http1_client.h"
-#include "core/http1_server.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "core/rand.h"
-#include "core/tls.h"
+#include "core/metrics.h"
 #include "core/trace.h"
-#include "proxy/proxy_config.h"
+#include "proxy/engine.h"
+#include "proxy/health.h"
+#include "proxy/ratelimit.h"
+#include "proxy/waf.h"
 
-/* A configured listener at run time: shared by the workers. */
-struct listener_rt {
-    const struct proxy_listener *cfg;
-    struct tls_server_holder *tls; /* NULL: plain HTTP */
-    struct tls_cert_pair *pairs;
-    struct tls_server_config tls_cfg;
-};
-
-struct worker;
-/* One server per listener per worker: a handler knows which it serves. */
-struct served {
-    struct worker *w;
-    struct listener_rt *l;
-    struct http1_server *server;
-};
-
-struct worker {
-    struct loop *loop;
-    struct served *served; /* one per listener */
-    int draining;          /* servers not drained yet */
-    struct http1_client *client;
-    size_t *rr; /* next endpoint per cluster */
-};
-
-struct fwd {
-    struct http1_exchange *x;
-    struct worker *w;
-    struct http1_client_call *call;
-    const struct proxy_route *route;
-    char upstream[64];
-    char request_id[129];
-};
-
-static struct proxy_config *config;
+static struct engine engine;
+static struct proxy_config *boot;    /* the first config: listeners come from it */
+static struct proxy_config *current; /* the config in force (main thread's reference) */
+static const char *config_path;      /* NULL in quick mode */
 static struct listener_rt *listeners;
+static size_t nlisteners;
 static struct worker *workers;
 static struct loop_thread *threads;
-static int nworkers = 1;
+static int nworkers;
+static struct loop *main_loop;
+static struct http1_server *admin;
+static struct health *health;
+static uint64_t config_loaded_at;
+static uint64_t reloads_ok, reloads_failed;
 
-/* RFC 9110 §7.6.1: fields that describe one connection, never forwarded. */
-static bool is_hop_by_hop(struct str name)
-{
-    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                       "transfer-encoding", "upgrade", "proxy-authenticate",
-                                       "proxy-authorization", NULL };
-    for (const char *const *h = hop; *h; h++)
-        if (str_eq_nocase(name, str_from_cstr(*h)))
-            return true;
-    return false;
-}
-
-/* A field named in the message's own Connection header is hop-by-hop too. */
-static bool named_by_connection(const struct http1_header *hs, size_t n, struct str name)
-{
-    const struct http1_header *c = http1_find_header(hs, n, STR_LIT("Connection"));
-    if (!c)
-        return false;
-    const char *p = c->value.p, *end = p + c->value.n;
-    while (p < end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        struct str tok = str_trim_ows(str_make(p, (size_t)((comma ? comma : end) - p)));
-        if (str_eq_nocase(tok, name))
-            return true;
-        p = comma ? comma + 1 : end;
-    }
-    return false;
-}
-
-static void reply_error(struct http1_exchange *x, const char *request_id, int status, const char *code,
-                        const char *message)
-{
-    struct buf b;
-    buf_init(&b, 64 * 1024);
-    if (json_error_body(&b, code, message, request_id) < 0) {
-        buf_free(&b);
-        http1_respond_error(x, 503, "out_of_memory", "out of memory", request_id);
-        return;
-    }
-    const struct http1_header h[] = {
-        { STR_LIT("Content-Type"), STR_LIT("application/json") },
-        { STR_LIT("X-Request-Id"), str_from_cstr(request_id) },
-        { STR_LIT("x-strata-reason"), str_from_cstr(code) },
-    };
-    http1_respond_buf(x, status, h, 3, &b);
-    buf_free(&b);
-}
-
-static void access_log(const struct fwd *f, int status)
-{
-    const struct http1_exchange *x = f->x;
-    log_info("request", LOG_STRV("method", x->req.method), LOG_STRV("path", x->req.path),
-             LOG_STR("route", f->route ? f->route->name : ""), LOG_STR("upstream", f->upstream),
-             LOG_INT("status", status), LOG_STR("request_id", f->request_id));
-}
-
-static void upstream_done(int err, const struct http1_client_response *resp, void *arg)
-{
-    struct fwd *f = arg;
-    struct http1_exchange *x = f->x;
-    f->call = NULL;
-    x->on_abort = NULL;
-    if (err) {
-        int status = err == -ETIMEDOUT ? 504 : err == -EMSGSIZE || err == -EPROTO ? 502 : 503;
-        const char *code = status == 504 ? "upstream_timeout" : status == 502 ? "bad_upstream_response"
-                                                                              : "upstream_unavailable";
-        const char *msg = status == 504 ? "the upstream did not answer within the route's timeout"
-                          : status == 502 ? "the upstream's response was invalid or too large"
-                                          : "the upstream could not be reached";
-        access_log(f, status);
-        reply_error(x, f->request_id, status, code, msg);
-        return;
-    }
-    struct http1_header *h = arena_alloc(&x->arena, (resp->nheaders + 1) * sizeof *h);
-    if (!h) {
-        reply_error(x, f->request_id, 503, "out_of_memory", "out of memory");
-        return;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < resp->nheaders; i++) {
-        struct str name = resp->headers[i].name;
-        if (is_hop_by_hop(name) || named_by_connection(resp->headers, resp->nheaders, name) ||
-            str_eq_nocase(name, STR_LIT("Content-Length")) || str_eq_nocase(name, STR_LIT("Date")))
-            continue;
-        /* The response's views die with the callback: copy into the request's arena. */
-        char *nm = arena_strdup(&x->arena, name), *val = arena_strdup(&x->arena, resp->headers[i].value);
-        if (!nm || !val) {
-            reply_error(x, f->request_id, 503, "out_of_memory", "out of memory");
-            return;
-        }
-        h[n++] = (struct http1_header){ str_from_cstr(nm), str_from_cstr(val) };
-    }
-    access_log(f, resp->status);
-    http1_respond(x, resp->status, h, n, resp->body);
-}
-
-static void on_abort(struct http1_exchange *x)
-{
-    struct fwd *f = x->user;
-    if (f && f->call) {
-        http1_client_cancel(f->call);
-        f->call = NULL;
-    }
-}
-
-static int add(struct http1_header *h, size_t *n, struct str name, struct str value)
-{
-    h[(*n)++] = (struct http1_header){ name, value };
-    return 0;
-}
-
-static void handle(struct http1_exchange *x, void *arg)
-{
-    struct served *sv = arg;
-    struct worker *w = sv->w;
-    struct arena *a = &x->arena;
-    struct fwd *f = arena_alloc(a, sizeof *f);
-    if (!f) {
-        http1_respond_error(x, 503, "out_of_memory", "out of memory", NULL);
-        return;
-    }
-    memset(f, 0, sizeof *f);
-    f->x = x;
-    f->w = w;
-    x->user = f;
-    const struct http1_header *rid = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("X-Request-Id"));
-    if (rid && http1_request_id_is_valid(rid->value))
-        str_copy_cstr(rid->value, f->request_id, sizeof f->request_id);
-    else
-        rand_hex(f->request_id, 16);
-    /* RFC 9112 §3.2.2: in absolute form the authority is the target host. */
-    struct str host = x->req.authority.n ? x->req.authority : x->req.host;
-    f->route = proxy_route_match(config, host, x->req.path, x->req.method);
-    if (!f->route) {
-        access_log(f, 404);
-        reply_error(x, f->request_id, 404, "route_not_found", "no route matches this host, path and method");
-        return;
-    }
-    const struct proxy_cluster *cl = f->route->cluster;
-    size_t ci = (size_t)(cl - config->clusters);
-    const struct net_addr *ep = &cl->endpoints[w->rr[ci]++ % cl->nendpoints];
-    net_addr_format(ep, f->upstream, sizeof f->upstream);
-
-    /* Target: the path with the route's prefix rewritten, then the query. */
-    struct str path = x->req.path;
-    size_t tlen = path.n + x->req.query.n + (f->route->rewrite_prefix ? strlen(f->route->rewrite_prefix) : 0) + 2;
-    char *target = arena_alloc(a, tlen + 1);
-    if (!target) {
-        reply_error(x, f->request_id, 503, "out_of_memory", "out of memory");
-        return;
-    }
-    if (f->route->rewrite_prefix) {
-        size_t pre = strlen(f->route->prefix);
-        snprintf(target, tlen + 1, "%s%.*s", f->route->rewrite_prefix, (int)(path.n - pre), path.p + pre);
-    } else {
-        snprintf(target, tlen + 1, "%.*s", STR_FMT(path));
-    }
-    if (x->req.query.n) {
-        size_t l = strlen(target);
-        snprintf(target + l, tlen + 1 - l, "?%.*s", STR_FMT(x->req.query));
-    }
-
-    /* Headers: end-to-end fields pass; ours are set fresh. */
-    struct http1_header *h = arena_alloc(a, (x->req.nheaders + 6) * sizeof *h);
-    char peer[64], *xff, tp[TRACE_TRACEPARENT_LEN + 1];
-    if (!h) {
-        reply_error(x, f->request_id, 503, "out_of_memory", "out of memory");
-        return;
-    }
-    net_addr_ip(&x->peer, peer, sizeof peer);
-    size_t n = 0;
-    struct str prior_xff = STR_NULL;
-    for (size_t i = 0; i < x->req.nheaders; i++) {
-        struct str name = x->req.headers[i].name;
-        if (str_eq_nocase(name, STR_LIT("X-Forwarded-For"))) {
-            prior_xff = x->req.headers[i].value;
-            continue;
-        }
-        if (is_hop_by_hop(name) || named_by_connection(x->req.headers, x->req.nheaders, name) ||
-            str_eq_nocase(name, STR_LIT("Host")) || str_eq_nocase(name, STR_LIT("Content-Length")) ||
-            str_eq_nocase(name, STR_LIT("X-Request-Id")) || str_eq_nocase(name, STR_LIT("traceparent")) ||
-            str_eq_nocase(name, STR_LIT("X-Forwarded-Proto")) || str_eq_nocase(name, STR_LIT("X-Forwarded-Host")) ||
-            str_eq_nocase(name, STR_LIT("Expect")))
-            continue;
-        add(h, &n, name, x->req.headers[i].value);
-    }
-    size_t xl = prior_xff.n + strlen(peer) + 3;
-    xff = arena_alloc(a, xl);
-    if (!xff) {
-        reply_error(x, f->request_id, 503, "out_of_memory", "out of memory");
-        return;
-    }
-    if (prior_xff.n)
-        snprintf(xff, xl, "%.*s, %s", STR_FMT(prior_xff), peer);
-    else
-        snprintf(xff, xl, "%s", peer);
-    add(h, &n, STR_LIT("X-Forwarded-For"), str_from_cstr(xff));
-    add(h, &n, STR_LIT("X-Forwarded-Proto"), sv->l->tls ? STR_LIT("https") : STR_LIT("http"));
-    add(h, &n, STR_LIT("X-Forwarded-Host"), host);
-    add(h, &n, STR_LIT("X-Request-Id"), str_from_cstr(f->request_id));
-    /* traceparent: the caller's trace continues with a new parent id; else one starts. */
-    struct trace_ctx ctx;
-    const struct http1_header *tph = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("traceparent"));
-    if (!tph || trace_parse_traceparent(tph->value, &ctx) < 0) {
-        rand_hex(ctx.trace_id, 16);
-        ctx.flags = 1;
-    }
-    rand_hex(ctx.span_id, 8);
-    char *tpa = arena_alloc(a, sizeof tp);
-    if (tpa && trace_format_traceparent(&ctx, tpa) == 0)
-        add(h, &n, STR_LIT("traceparent"), str_from_cstr(tpa));
-
-    struct http1_client_request req = {
-        .addr = *ep,
-        .method = x->req.method,
-        .target = str_from_cstr(target),
-        .host = host,
-        .headers = h,
-        .nheaders = n,
-        .body = x->body,
-        .timeout_ms = f->route->timeout_ms ? f->route->timeout_ms : 15000,
-    };
-    int rc = http1_client_send(w->client, &req, upstream_done, f, &f->call);
-    if (rc < 0) {
-        access_log(f, 503);
-        reply_error(x, f->request_id, 503, "upstream_unavailable", "the request could not be sent upstream");
-        return;
-    }
-    x->on_abort = on_abort;
-}
+/* ---- drain ------------------------------------------------------------------ */
 
 static void on_drained(void *arg)
 {
@@ -307,26 +56,71 @@ static void on_drained(void *arg)
 static void drain_cb(void *arg)
 {
     struct worker *w = arg;
-    w->draining = (int)config->nlisteners;
-    for (size_t i = 0; i < config->nlisteners; i++)
+    w->draining = (int)w->nserved;
+    for (size_t i = 0; i < w->nserved; i++)
         http1_server_drain(w->served[i].server, on_drained, w);
+}
+static void begin_drain(const char *why)
+{
+    if (atomic_exchange(&engine.draining, 1))
+        return;
+    log_info("draining", LOG_STR("cause", why));
+    health_stop(health);
+    health = NULL;
+    for (int i = 0; i < nworkers; i++)
+        loop_post(workers[i].loop, drain_cb, &workers[i]);
 }
 static void on_signal(struct loop_signal *s, int signo)
 {
     (void)s;
-    log_info("draining", LOG_INT("signal", signo));
-    for (int i = 0; i < nworkers; i++)
-        loop_post(workers[i].loop, drain_cb, &workers[i]);
+    begin_drain(signo == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* SIGHUP: read every TLS listener's certificate files again; new
- * connections get the new certificates, open ones keep theirs. A bad file
- * keeps the old ones and says why. */
-static void on_reload(struct loop_signal *s, int signo)
+/* ---- reload ------------------------------------------------------------------ */
+
+struct adopt {
+    struct worker *w;
+    struct proxy_config *c;
+};
+static void adopt_cb(void *arg)
 {
-    (void)s;
-    (void)signo;
-    for (size_t i = 0; i < config->nlisteners; i++) {
+    struct adopt *a = arg;
+    engine_worker_adopt(a->w, a->c);
+    free(a);
+}
+
+static bool same_listeners(const struct proxy_config *a, const struct proxy_config *b)
+{
+    if (a->nlisteners != b->nlisteners)
+        return false;
+    for (size_t i = 0; i < a->nlisteners; i++) {
+        const struct proxy_listener *x = &a->listeners[i], *y = &b->listeners[i];
+        char ax[80], ay[80];
+        if (strcmp(x->name, y->name) || !!x->ncerts != !!y->ncerts ||
+            strcmp(net_addr_format(&x->addr, ax, sizeof ax), net_addr_format(&y->addr, ay, sizeof ay)))
+            return false;
+    }
+    return true;
+}
+
+/* Loads WAF rule sets for every (paranoia, threshold) the config uses. */
+static int prepare_waf(const struct proxy_config *c, char *err, size_t errsz)
+{
+    if (!c->uses_waf)
+        return 0;
+    if (!engine.waf && !(engine.waf = waf_new(&c->waf, err, errsz)))
+        return -EINVAL;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct proxy_waf *w = &c->routes[i].waf;
+        if (w->mode != PROXY_WAF_OFF && waf_prepare(engine.waf, w->paranoia, w->anomaly_threshold, err, errsz) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static void reload_certs(void)
+{
+    for (size_t i = 0; i < nlisteners; i++) {
         struct listener_rt *l = &listeners[i];
         if (!l->tls)
             continue;
@@ -339,6 +133,129 @@ static void on_reload(struct loop_signal *s, int signo)
     }
 }
 
+/* Reads the config file again and swaps it in. 0, or <0 with err set and
+ * nothing changed. */
+static int reload(char *err, size_t errsz)
+{
+    reload_certs();
+    if (!config_path) {
+        snprintf(err, errsz, "quick mode has no config file to reload");
+        return -EINVAL;
+    }
+    struct proxy_config *c;
+    if (proxy_config_load(config_path, &c, err, errsz) < 0)
+        goto fail;
+    if (!same_listeners(boot, c)) {
+        snprintf(err, errsz, "%s: $.listeners: listeners changed; a restart is needed to apply that", config_path);
+        proxy_config_unref(c);
+        goto fail;
+    }
+    if (prepare_waf(c, err, errsz) < 0) {
+        proxy_config_unref(c);
+        goto fail;
+    }
+    struct health *h = atomic_load(&engine.draining) ? NULL : health_start(main_loop, c, current);
+    health_stop(health);
+    health = h;
+    for (int i = 0; i < nworkers; i++) {
+        struct adopt *a = malloc(sizeof *a);
+        if (!a)
+            continue; /* that worker keeps the old config until the next reload */
+        *a = (struct adopt){ &workers[i], proxy_config_ref(c) };
+        if (loop_post(workers[i].loop, adopt_cb, a) < 0) {
+            proxy_config_unref(c);
+            free(a);
+        }
+    }
+    proxy_config_unref(current);
+    current = c;
+    config_loaded_at = (uint64_t)time(NULL);
+    reloads_ok++;
+    log_info("config reloaded", LOG_STR("version", c->version), LOG_UINT("routes", c->nroutes),
+             LOG_UINT("clusters", c->nclusters));
+    return 0;
+fail:
+    reloads_failed++;
+    log_error("config reload failed; the config in force stays", LOG_STR("error", err));
+    return -EINVAL;
+}
+
+static void on_hup(struct loop_signal *s, int signo)
+{
+    (void)s;
+    (void)signo;
+    char err[512];
+    reload(err, sizeof err);
+}
+
+/* ---- admin listener ------------------------------------------------------------ */
+
+static void admin_json(struct http1_exchange *x, int status, json_t *o)
+{
+    struct buf b;
+    buf_init(&b, 16u << 20);
+    if (!o || json_dump_to_buf(o, &b) < 0) {
+        json_decref(o);
+        buf_free(&b);
+        http1_respond_error(x, 503, "out_of_memory", "out of memory", NULL);
+        return;
+    }
+    json_decref(o);
+    const struct http1_header h[] = { { STR_LIT("Content-Type"), STR_LIT("application/json") } };
+    http1_respond_buf(x, status, h, 1, &b);
+}
+
+static json_t *config_summary(void)
+{
+    json_t *eps = json_array();
+    for (size_t i = 0; i < current->nclusters; i++)
+        for (size_t j = 0; j < current->clusters[i].nendpoints; j++) {
+            struct proxy_endpoint *e = &current->clusters[i].endpoints[j];
+            json_array_append_new(eps, json_pack("{s:s, s:s, s:b, s:i}", "cluster", current->clusters[i].name,
+                                                 "endpoint", e->name, "healthy", atomic_load(&e->healthy),
+                                                 "active", (json_int_t)atomic_load(&e->active)));
+        }
+    return json_pack("{s:s, s:I, s:i, s:i, s:o, s:I, s:I}", "version", current->version, "loaded_at",
+                     (json_int_t)config_loaded_at, "routes", (int)current->nroutes, "clusters",
+                     (int)current->nclusters, "endpoints", eps, "reloads", (json_int_t)reloads_ok,
+                     "reloads_failed", (json_int_t)reloads_failed);
+}
+
+static void admin_handle(struct http1_exchange *x, void *arg)
+{
+    (void)arg;
+    struct str p = x->req.path, m = x->req.method;
+    bool get = str_eq(m, STR_LIT("GET")), post = str_eq(m, STR_LIT("POST"));
+    if (get && str_eq(p, STR_LIT("/metrics"))) {
+        struct buf b;
+        buf_init(&b, 64u << 20);
+        metrics_render(metrics_default(), &b);
+        const struct http1_header h[] = { { STR_LIT("Content-Type"), STR_LIT("text/plain; version=0.0.4") } };
+        http1_respond_buf(x, 200, h, 1, &b);
+    } else if (get && str_eq(p, STR_LIT("/healthz"))) {
+        admin_json(x, 200, json_pack("{s:s}", "status", "ok"));
+    } else if (get && str_eq(p, STR_LIT("/readyz"))) {
+        bool draining = atomic_load(&engine.draining);
+        admin_json(x, draining ? 503 : 200, json_pack("{s:s}", "status", draining ? "draining" : "ready"));
+    } else if (get && str_eq(p, STR_LIT("/config"))) {
+        admin_json(x, 200, config_summary());
+    } else if (post && str_eq(p, STR_LIT("/reload"))) {
+        char err[512];
+        if (reload(err, sizeof err) < 0)
+            http1_respond_error(x, 400, "config_invalid", err, NULL);
+        else
+            admin_json(x, 200, config_summary());
+    } else if (post && str_eq(p, STR_LIT("/drain"))) {
+        admin_json(x, 202, json_pack("{s:s}", "status", "draining"));
+        begin_drain("admin");
+    } else {
+        http1_respond_error(x, 404, "not_found", "admin endpoints: GET /metrics /healthz /readyz /config, "
+                                                 "POST /reload /drain", NULL);
+    }
+}
+
+/* ---- workers ------------------------------------------------------------------- */
+
 static int wrap_tls(struct sock *sk, void *arg)
 {
     struct listener_rt *l = arg;
@@ -349,81 +266,200 @@ static int wrap_tls(struct sock *sk, void *arg)
     tls_server_ctx_unref(ctx);
     return rc;
 }
+
+static bool conn_open(const struct net_addr *peer, void *arg)
+{
+    struct listener_rt *l = arg;
+    return conn_limits_acquire(engine.conn_limits, peer, l->cfg->max_connections_per_ip);
+}
+static void conn_closed(const struct net_addr *peer, void *arg)
+{
+    (void)arg;
+    conn_limits_release(engine.conn_limits, peer);
+}
+
 static void *worker_main(void *arg)
 {
-    loop_run(((struct worker *)arg)->loop);
+    struct worker *w = arg;
+    struct trace_config tc;
+    trace_config_init(&tc);
+    trace_config_from_env(&tc, NULL);
+    tc.service_name = "strata-proxy";
+    w->tracer = trace_tracer_new(w->loop, &tc);
+    loop_run(w->loop);
+    if (w->tracer) {
+        trace_tracer_flush(w->tracer, 1000, NULL, NULL);
+        trace_tracer_free(w->tracer);
+        w->tracer = NULL;
+    }
     return NULL;
 }
 
-int main(int argc, char **argv)
+static double active_connections(void *arg)
 {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            path = argv[++i];
-        } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
-            nworkers = atoi(argv[++i]);
-            if (nworkers < 1 || nworkers > 64) {
-                fprintf(stderr, "strata-proxy: --workers: expected 1..64, got %s\n", argv[i]);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "usage: strata-proxy --config FILE [--workers N]\n");
-            return 2;
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "strata-proxy: --config FILE is required\n");
-        return 2;
-    }
-    char err[512];
-    if (proxy_config_load(path, &config, err, sizeof err) < 0) {
-        fprintf(stderr, "strata-proxy: %s\n", err);
-        return 2;
-    }
-    log_init("strata-proxy");
-    listeners = calloc(config->nlisteners, sizeof *listeners);
-    for (size_t j = 0; j < config->nlisteners; j++) {
+    (void)arg;
+    double n = 0;
+    for (int i = 0; i < nworkers; i++)
+        for (size_t j = 0; j < workers[i].nserved; j++)
+            n += (double)__atomic_load_n(&http1_server_stats(workers[i].served[j].server)->active, __ATOMIC_RELAXED);
+    return n;
+}
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: strata-proxy --config FILE [--workers N]\n"
+               "       strata-proxy --from HOST:PORT --to http://HOST:PORT [--cert FILE --key FILE] [--workers N]\n"
+               "\n"
+               "  --config FILE   the proxy config (JSON; docs/gateway.md); SIGHUP reloads it\n"
+               "  --from ADDR     quick mode: listen on ADDR and forward everything to --to\n"
+               "  --to URL        quick mode: the upstream, http://HOST:PORT (numeric host)\n"
+               "  --cert, --key   quick mode: serve TLS with this PEM certificate and key\n"
+               "  --workers N     worker threads, 1..64 (default: one per core)\n");
+    return f == stdout ? 0 : 2;
+}
+
+static int start_listeners(void)
+{
+    nlisteners = boot->nlisteners;
+    listeners = calloc(nlisteners, sizeof *listeners);
+    if (!listeners)
+        return -ENOMEM;
+    for (size_t j = 0; j < nlisteners; j++) {
         struct listener_rt *l = &listeners[j];
-        const struct proxy_listener *lc = &config->listeners[j];
+        const struct proxy_listener *lc = &boot->listeners[j];
         l->cfg = lc;
         if (!lc->ncerts)
             continue;
         l->pairs = calloc(lc->ncerts, sizeof *l->pairs);
+        if (!l->pairs)
+            return -ENOMEM;
         for (size_t k = 0; k < lc->ncerts; k++)
             l->pairs[k] = (struct tls_cert_pair){ .cert_file = lc->cert_files[k], .key_file = lc->key_files[k] };
         l->tls_cfg = (struct tls_server_config){ .certs = l->pairs, .ncerts = lc->ncerts };
         struct tls_error terr;
         l->tls = tls_server_holder_new(&l->tls_cfg, &terr);
         if (!l->tls) {
-            fprintf(stderr, "strata-proxy: %s: listener %s: %s\n", path, lc->name, terr.msg);
-            return 2;
+            fprintf(stderr, "strata-proxy: %s: $.listeners[%zu].tls: %s\n", config_path ? config_path : "--cert", j,
+                    terr.msg);
+            return -EINVAL;
         }
     }
-    struct loop *main_loop = loop_new();
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *from = NULL, *to = NULL, *cert = NULL, *key = NULL;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    nworkers = n > 0 && n <= 64 ? (int)n : 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return usage(stdout);
+        if (i + 1 >= argc)
+            return usage(stderr);
+        if (!strcmp(a, "--config")) {
+            config_path = argv[++i];
+        } else if (!strcmp(a, "--from")) {
+            from = argv[++i];
+        } else if (!strcmp(a, "--to")) {
+            to = argv[++i];
+        } else if (!strcmp(a, "--cert")) {
+            cert = argv[++i];
+        } else if (!strcmp(a, "--key")) {
+            key = argv[++i];
+        } else if (!strcmp(a, "--workers")) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 64) {
+                fprintf(stderr, "strata-proxy: --workers: expected 1..64, got \"%s\"\n", argv[i]);
+                return 2;
+            }
+            nworkers = (int)v;
+        } else {
+            return usage(stderr);
+        }
+    }
+    char err[512];
+    if (config_path && (from || to || cert || key)) {
+        fprintf(stderr, "strata-proxy: --config: not with --from/--to/--cert/--key\n");
+        return 2;
+    }
+    if (config_path) {
+        if (proxy_config_load(config_path, &boot, err, sizeof err) < 0) {
+            fprintf(stderr, "strata-proxy: %s\n", err);
+            return 2;
+        }
+    } else if (from && to) {
+        if (proxy_config_quick(from, to, cert, key, &boot, err, sizeof err) < 0) {
+            fprintf(stderr, "strata-proxy: %s\n", err);
+            return 2;
+        }
+    } else {
+        fprintf(stderr, "strata-proxy: %s is required\n", from ? "--to" : to ? "--from" : "--config FILE (or --from and --to)");
+        return 2;
+    }
+    log_init("strata-proxy");
+    signal(SIGPIPE, SIG_IGN);
+    engine_metrics_init();
+    engine.rl_local = rl_local_new(100000);
+    engine.conn_limits = conn_limits_new();
+    if (!engine.rl_local || !engine.conn_limits) {
+        fprintf(stderr, "strata-proxy: out of memory\n");
+        return 1;
+    }
+    if (prepare_waf(boot, err, sizeof err) < 0) {
+        fprintf(stderr, "strata-proxy: waf: %s\n", err);
+        return 2;
+    }
+    if (start_listeners() < 0)
+        return 2;
+    current = proxy_config_ref(boot);
+    config_loaded_at = (uint64_t)time(NULL);
+    main_loop = loop_new();
     struct loop_signal sigint, sigterm, sighup;
     loop_signal_start(main_loop, &sigint, SIGINT, on_signal, NULL);
     loop_signal_start(main_loop, &sigterm, SIGTERM, on_signal, NULL);
-    loop_signal_start(main_loop, &sighup, SIGHUP, on_reload, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    loop_signal_start(main_loop, &sighup, SIGHUP, on_hup, NULL);
     workers = calloc((size_t)nworkers, sizeof *workers);
     threads = calloc((size_t)nworkers, sizeof *threads);
+    if (!main_loop || !workers || !threads) {
+        fprintf(stderr, "strata-proxy: out of memory\n");
+        return 1;
+    }
     struct net_listen_opts lo = { .reuseport = true };
     for (int i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
-        w->loop = loop_new();
-        w->client = http1_client_new(w->loop, NULL);
-        w->rr = calloc(config->nclusters, sizeof *w->rr);
-        w->served = calloc(config->nlisteners, sizeof *w->served);
-        for (size_t j = 0; j < config->nlisteners; j++) {
-            struct proxy_listener *l = &config->listeners[j];
+        if (engine_worker_init(w, &engine, loop_new(), proxy_config_ref(current), i) < 0) {
+            fprintf(stderr, "strata-proxy: out of memory\n");
+            return 1;
+        }
+        w->nserved = nlisteners;
+        w->served = calloc(nlisteners, sizeof *w->served);
+        for (size_t j = 0; j < nlisteners; j++) {
+            struct proxy_listener *l = &boot->listeners[j];
             struct served *sv = &w->served[j];
             sv->w = w;
             sv->l = &listeners[j];
-            struct http1_server_config sc = { .handler = handle, .handler_arg = sv };
+            struct http1_server_config sc = {
+                .handler = engine_handle,
+                .handler_arg = sv,
+                .on_complete = engine_complete,
+                .max_connections = l->max_connections,
+                .header_timeout_ms = l->header_timeout_ms,
+                .idle_timeout_ms = l->idle_timeout_ms,
+                .body_timeout_ms = l->body_timeout_ms,
+                .max_body = l->max_body_bytes,
+                .limits.max_header_bytes = l->max_header_bytes,
+            };
             if (sv->l->tls) {
                 sc.wrap = wrap_tls;
                 sc.wrap_arg = sv->l;
+            }
+            if (l->max_connections_per_ip) {
+                sc.conn_open = conn_open;
+                sc.conn_closed = conn_closed;
+                sc.conn_arg = sv->l;
             }
             sv->server = http1_server_new(w->loop, &sc);
             int fd, rc = net_listen(&l->addr, &lo, &fd);
@@ -438,34 +474,59 @@ int main(int argc, char **argv)
             http1_server_listen_fd(sv->server, fd);
         }
     }
-    for (size_t j = 0; j < config->nlisteners; j++) {
+    if (boot->admin_enabled) {
+        admin = http1_server_new(main_loop, &(struct http1_server_config){ .handler = admin_handle });
+        int fd, rc = admin ? net_listen(&boot->admin_addr, &(struct net_listen_opts){ 0 }, &fd) : -ENOMEM;
+        if (rc < 0) {
+            char a[80];
+            fprintf(stderr, "strata-proxy: $.admin.address: cannot listen on %s: %s\n",
+                    net_addr_format(&boot->admin_addr, a, sizeof a), strerror(-rc));
+            return 1;
+        }
+        if (net_addr_port(&boot->admin_addr) == 0)
+            net_local_addr(fd, &boot->admin_addr);
+        http1_server_listen_fd(admin, fd);
         char a[80];
-        log_info("listening", LOG_STR("listener", config->listeners[j].name),
-                 LOG_BOOL("tls", listeners[j].tls != NULL),
-                 LOG_STR("address", net_addr_format(&config->listeners[j].addr, a, sizeof a)),
-                 LOG_INT("workers", nworkers), LOG_UINT("routes", config->nroutes));
+        log_info("admin listening", LOG_STR("address", net_addr_format(&boot->admin_addr, a, sizeof a)));
+    }
+    metrics_gauge_func(metrics_default(), "strata_proxy_active_connections", "Client connections open, all listeners.",
+                       active_connections, NULL);
+    health = health_start(main_loop, current, NULL);
+    for (size_t j = 0; j < nlisteners; j++) {
+        char a[80];
+        log_info("listening", LOG_STR("listener", boot->listeners[j].name), LOG_BOOL("tls", listeners[j].tls != NULL),
+                 LOG_STR("address", net_addr_format(&boot->listeners[j].addr, a, sizeof a)),
+                 LOG_INT("workers", nworkers), LOG_UINT("routes", boot->nroutes), LOG_STR("version", boot->version));
     }
     for (int i = 0; i < nworkers; i++)
         pthread_create(&threads[i].id, NULL, worker_main, &workers[i]);
-    /* The main thread only waits for signals, and for the workers to end. */
+    /* The main thread serves signals, admin and health checks until the workers end. */
     loop_run_until_joined(main_loop, threads, (size_t)nworkers);
+    health_stop(health);
     for (int i = 0; i < nworkers; i++) {
-        for (size_t j = 0; j < config->nlisteners; j++)
+        for (size_t j = 0; j < workers[i].nserved; j++)
             http1_server_free(workers[i].served[j].server);
-        http1_client_free(workers[i].client);
+        engine_worker_fini(&workers[i]);
         loop_run_once(workers[i].loop, 0);
         loop_free(workers[i].loop);
-        free(workers[i].rr);
         free(workers[i].served);
     }
+    if (admin) {
+        http1_server_close_all(admin);
+        http1_server_free(admin);
+    }
+    waf_free(engine.waf);
+    rl_local_free(engine.rl_local);
+    conn_limits_free(engine.conn_limits);
     free(workers);
     free(threads);
-    for (size_t j = 0; j < config->nlisteners; j++) {
+    for (size_t j = 0; j < nlisteners; j++) {
         tls_server_holder_free(listeners[j].tls);
         free(listeners[j].pairs);
     }
     free(listeners);
-    proxy_config_free(config);
+    proxy_config_unref(current);
+    proxy_config_unref(boot);
     loop_free(main_loop);
     log_info("stopped");
     return 0;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/http1_parse.h"
 #include "proxy/proxy_config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -19,10 +20,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *const paths[] = { "/", "/v1/users", "/v1/usersx", "/v1/users/1", "/healthz" };
     for (size_t h = 0; h < 5; h++)
         for (size_t p = 0; p < 5; p++) {
-            const struct proxy_route *r =
-                proxy_route_match(c, str_from_cstr(hosts[h]), str_from_cstr(paths[p]), STR_LIT("GET"));
-            if (r && !r->cluster)
-                __builtin_trap(); /* every route points at a cluster */
+            const struct http1_header hs[] = { { STR_LIT("X-Canary"), STR_LIT("1") } };
+            struct proxy_match_input in = { str_from_cstr(hosts[h]), str_from_cstr(paths[p]), STR_LIT("GET"), hs, 1 };
+            const struct proxy_route *r = proxy_route_match(c, &in);
+            /* every route does exactly one thing; a weighted pick lands on a destination */
+            if (r && (!!r->ndestinations + !!r->redirect + !!r->direct) != 1)
+                __builtin_trap();
+            if (r && r->ndestinations && !proxy_route_pick(r, (uint32_t)(h * 7919 + p))->cluster)
+                __builtin_trap();
         }
     proxy_config_free(c);
     return 0;

@@ -71,7 +71,7 @@ out=$(curl -s -D "$STACK_WORK/h" "$P/nothing/here")
 echo "$out" | jq -e '.error.code == "route_not_found" and (.error.request_id | length) == 32' >/dev/null || stack_fail "404: $out"
 grep -qi '^x-strata-reason: route_not_found' "$STACK_WORK/h" || stack_fail "x-strata-reason"
 out=$(curl -s -w ' %{http_code}' "$P/dead/x")
-[[ "$out" == *'"code":"upstream_unavailable"'*' 503' ]] || stack_fail "dead cluster: $out"
+[[ "$out" == *'"code":"upstream_connect_failed"'*' 503' ]] || stack_fail "dead cluster: $out"
 start=$(date +%s%N)
 out=$(curl -s -w ' %{http_code}' "$P/v1/slow/2000")
 ms=$(( ($(date +%s%N) - start) / 1000000 ))

@@ -6,6 +6,8 @@
  *   GET  /v1/call/{port}       → calls GET /v1/hello/peer on 127.0.0.1:port (service_call),
  *                                propagating traceparent and x-request-id; 503/504 JSON on failure
  *   GET  /v1/call-named        → the same to $PEER_URL, which only HTTP_PROXY can reach
+ *   GET|POST /v1/echo        → {"service", "method", "target", "headers": {lower-case name: value}, "body_bytes"}:
+ *                                what reached the service, for the proxy's tests
  * Readiness check "flag": ready unless the file $READY_FLAG_FILE exists. */
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +26,36 @@ static void hello(struct service_req *r, void *arg)
     json_t *body = json_object();
     json_object_set_new(body, "hello", json_stringn(name.p, name.n));
     service_reply_json(r, 200, body);
+}
+
+static void echo(struct service_req *r, void *arg)
+{
+    (void)arg;
+    const struct http1_request *q = service_req_request(r);
+    json_t *hs = json_object();
+    for (size_t i = 0; i < q->nheaders; i++) {
+        char name[128];
+        size_t n = q->headers[i].name.n < sizeof name - 1 ? q->headers[i].name.n : sizeof name - 1;
+        for (size_t j = 0; j < n; j++) {
+            char c = q->headers[i].name.p[j];
+            name[j] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+        }
+        name[n] = '\0';
+        json_t *prev = json_object_get(hs, name);
+        if (prev) { /* repeated fields: joined as a list, RFC 9110 §5.3 */
+            char *v = NULL;
+            if (asprintf(&v, "%s, %.*s", json_string_value(prev), STR_FMT(q->headers[i].value)) >= 0) {
+                json_object_set_new(hs, name, json_string(v));
+                free(v);
+            }
+        } else {
+            json_object_set_new(hs, name, json_stringn(q->headers[i].value.p, q->headers[i].value.n));
+        }
+    }
+    const char *svc = getenv("OTEL_SERVICE_NAME");
+    service_reply_json(r, 200, json_pack("{s:s, s:s%, s:s%, s:o, s:I}", "service", svc ? svc : "demo", "method",
+                                         q->method.p, q->method.n, "target", q->target.p, q->target.n, "headers", hs,
+                                         "body_bytes", (json_int_t)service_req_body(r).n));
 }
 
 static void create_item(struct service_req *r, void *arg)
@@ -127,6 +159,8 @@ int main(void)
         return 2;
     service_route(s, "GET", "/v1/hello/{name}", hello, NULL);
     service_route(s, "POST", "/v1/items", create_item, NULL);
+    service_route(s, "GET", "/v1/echo", echo, NULL);
+    service_route(s, "POST", "/v1/echo", echo, NULL);
     service_route(s, "GET", "/v1/slow/{ms}", slow, NULL);
     service_route(s, "GET", "/v1/call/{port}", call_peer, NULL);
     service_route(s, "GET", "/v1/call-named", call_named, NULL);

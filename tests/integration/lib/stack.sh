@@ -92,3 +92,33 @@ stack_stop() {
 
 # stack_logs NAME → the service's JSON log lines (non-JSON lines dropped).
 stack_logs() { grep '^{' "$STACK_WORK/$1.log" || true; }
+
+# stack_proxy NAME CONFIG ADMIN_PORT [ARGS...] → starts strata-proxy with
+# CONFIG (whose "admin" listens on ADMIN_PORT); ready when the admin /readyz
+# answers 200. Sets NAME_PID, NAME_ADMIN (URL); log $STACK_WORK/NAME.log.
+stack_proxy() {
+  local name=$1 cfg=$2 admin=$3; shift 3
+  local upper pid deadline
+  upper=$(echo "$name" | tr '[:lower:]-' '[:upper:]_')
+  : >"$STACK_WORK/$name.log"
+  "$STRATA_BUILD_DIR/strata-proxy" --config "$cfg" "$@" >>"$STACK_WORK/$name.log" 2>&1 &
+  pid=$!
+  STACK_PIDS+=("$pid")
+  deadline=$(( $(date +%s) + ${STACK_START_TIMEOUT:-20} ))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" = 200 ]; do
+    kill -0 "$pid" 2>/dev/null || stack_fail "$name exited during start"
+    [ "$(date +%s)" -lt "$deadline" ] || stack_fail "$name not ready within ${STACK_START_TIMEOUT:-20} s"
+    sleep 0.05
+  done
+  printf -v "${upper}_PID" '%s' "$pid"
+  printf -v "${upper}_ADMIN" '%s' "http://127.0.0.1:$admin"
+}
+
+# stack_wait SECONDS CMD... → polls CMD every 50 ms until it succeeds; 1 on timeout.
+stack_wait() {
+  local deadline=$(( $(date +%s%N) / 1000000 + ${1%.*} * 1000 )); shift
+  until "$@"; do
+    [ $(( $(date +%s%N) / 1000000 )) -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}

@@ -1,0 +1,1008 @@
+/* engine.c — one request through the proxy:
+ *
+ *   listener redirect → route → limits → redirect | direct response
+ *   → JWT (authn.c) → rate limit (ratelimit.c) → WAF (waf.c)
+ *   → destination by weight → endpoint (round robin | least request, healthy only)
+ *   → forward (hop-by-hop out, X-Forwarded-*, request id, traceparent, header rules)
+ *   → answer (header rules, HSTS, RateLimit-*) → metrics, access log, spans.
+ *
+ * Every error the proxy itself produces is JSON with a stable reason code,
+ * also in x-strata-reason, plus the route and the request id; the access
+ * log line carries the same fields. */
+#include "proxy/engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/rand.h"
+#include "core/trace.h"
+#include "proxy/authn.h"
+#include "proxy/ratelimit.h"
+#include "proxy/waf.h"
+
+/* ---- metrics --------------------------------------------------------------- */
+
+static struct metrics_family *m_requests, *m_duration, *m_upstream_rq, *m_connect_fail, *m_timeouts, *m_limited,
+    *m_waf, *m_jwt;
+
+void engine_metrics_init(void)
+{
+    struct metrics_registry *r = metrics_default();
+    metrics_register_counter(r, "strata_proxy_requests_total", "Requests answered, by route and status class.",
+                             METRICS_LABELS("route", "code_class"), &m_requests);
+    metrics_register_histogram(r, "strata_proxy_request_duration_seconds",
+                               "Time from the request head to the response, by route.", METRICS_LABELS("route"),
+                               NULL, 0, &m_duration);
+    metrics_register_counter(r, "strata_proxy_upstream_requests_total",
+                             "Responses from upstreams, by cluster and status class.",
+                             METRICS_LABELS("cluster", "code_class"), &m_upstream_rq);
+    metrics_register_counter(r, "strata_proxy_upstream_connect_failures_total",
+                             "Upstream connections refused or unreachable, by cluster.", METRICS_LABELS("cluster"),
+                             &m_connect_fail);
+    metrics_register_counter(r, "strata_proxy_upstream_timeouts_total",
+                             "Upstream exchanges past the route's timeout, by cluster.", METRICS_LABELS("cluster"),
+                             &m_timeouts);
+    metrics_register_counter(r, "strata_proxy_rate_limited_total", "Requests refused by a rate limit, by route.",
+                             METRICS_LABELS("route"), &m_limited);
+    metrics_register_counter(r, "strata_proxy_waf_blocked_total",
+                             "Requests the WAF matched, by route and action (blocked or detected).",
+                             METRICS_LABELS("route", "action"), &m_waf);
+    metrics_register_counter(r, "strata_proxy_jwt_rejected_total", "Requests refused by JWT authentication.",
+                             METRICS_LABELS("route", "reason"), &m_jwt);
+}
+
+/* ---- generations --------------------------------------------------------------- */
+
+struct route_metrics {
+    struct metrics_counter *by_class[6]; /* 0: no response, 1xx..5xx */
+    struct metrics_histogram *duration;
+};
+
+struct gen {
+    int refs; /* the worker's, and one per request in flight; worker thread only */
+    struct proxy_config *cfg;
+    size_t *rr;                     /* next endpoint per cluster */
+    struct authn *authn;
+    struct rl_global *rl_global;    /* NULL without redis */
+    struct route_metrics *rm;       /* per route */
+    struct route_metrics none;      /* requests that matched no route */
+    struct metrics_counter **upstream_by_class; /* per cluster × 6 */
+};
+
+static const char *const class_names[6] = { "none", "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+static void route_metrics_init(struct route_metrics *m, const char *route)
+{
+    for (int k = 0; k < 6; k++)
+        m->by_class[k] = metrics_counter_with(m_requests, route, class_names[k]);
+    m->duration = metrics_histogram_with(m_duration, route);
+}
+
+static struct gen *gen_new(struct worker *w, struct proxy_config *c)
+{
+    struct gen *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->refs = 1;
+    g->cfg = c;
+    g->rr = calloc(c->nclusters + 1, sizeof *g->rr);
+    g->rm = calloc(c->nroutes + 1, sizeof *g->rm);
+    g->upstream_by_class = calloc(c->nclusters * 6 + 1, sizeof *g->upstream_by_class);
+    if (!g->rr || !g->rm || !g->upstream_by_class)
+        goto fail;
+    for (size_t i = 0; i < c->nclusters; i++)
+        g->rr[i] = (size_t)w->index; /* workers start apart */
+    for (size_t i = 0; i < c->nroutes; i++)
+        route_metrics_init(&g->rm[i], c->routes[i].name);
+    route_metrics_init(&g->none, "");
+    for (size_t i = 0; i < c->nclusters; i++)
+        for (int k = 0; k < 6; k++)
+            g->upstream_by_class[i * 6 + k] = metrics_counter_with(m_upstream_rq, c->clusters[i].name, class_names[k]);
+    if (c->njwt_providers && !(g->authn = authn_new(w->loop, w->client, c->jwt_providers, c->njwt_providers)))
+        goto fail;
+    if (c->redis_url && !(g->rl_global = rl_global_new(w->loop, c->redis_url)))
+        goto fail;
+    return g;
+fail:
+    authn_free(g->authn);
+    free(g->rr);
+    free(g->rm);
+    free(g->upstream_by_class);
+    free(g);
+    return NULL;
+}
+
+static void gen_unref(struct gen *g)
+{
+    if (!g || --g->refs > 0)
+        return;
+    authn_free(g->authn);
+    rl_global_free(g->rl_global);
+    proxy_config_unref(g->cfg);
+    free(g->rr);
+    free(g->rm);
+    free(g->upstream_by_class);
+    free(g);
+}
+
+int engine_worker_init(struct worker *w, struct engine *e, struct loop *l, struct proxy_config *c, int index)
+{
+    w->engine = e;
+    w->loop = l;
+    w->index = index;
+    w->client = http1_client_new(l, NULL);
+    if (!w->client)
+        return -ENOMEM;
+    w->gen = gen_new(w, c);
+    return w->gen ? 0 : -ENOMEM;
+}
+
+void engine_worker_fini(struct worker *w)
+{
+    gen_unref(w->gen);
+    w->gen = NULL;
+    http1_client_free(w->client);
+    w->client = NULL;
+}
+
+void engine_worker_adopt(struct worker *w, struct proxy_config *c)
+{
+    struct gen *g = gen_new(w, c);
+    if (!g) {
+        log_error("config not adopted: out of memory; the previous one stays", LOG_INT("worker", w->index));
+        proxy_config_unref(c);
+        return;
+    }
+    gen_unref(w->gen);
+    w->gen = g;
+}
+
+/* ---- one request -------------------------------------------------------------- */
+
+enum stage { ST_AUTHN, ST_RATELIMIT, ST_WAF, ST_FORWARD };
+
+struct fwd {
+    struct http1_exchange *x;
+    struct served *sv;
+    struct worker *w;
+    struct gen *g;
+    const struct proxy_route *route;
+    const struct proxy_cluster *cluster;
+    struct proxy_endpoint *ep;
+    enum stage stage;
+    struct str host;
+    /* pending asynchronous work; at most one at a time */
+    struct authn_pending *authn;
+    struct rl_pending *rl;
+    struct waf_job *waf;
+    struct http1_client_call *call;
+    /* results carried forward */
+    struct http1_header *claims;
+    size_t nclaims;
+    struct str sub;
+    struct rl_decision rl_decision;
+    bool has_rl_decision;
+    struct trace_span *span, *up_span;
+    const char *reason;         /* of the proxy's own error, or "" */
+    char request_id[129];
+};
+
+static void fwd_run(struct fwd *f);
+
+static const char *route_name(const struct fwd *f)
+{
+    return f->route ? f->route->name : "";
+}
+
+/* The proxy's own error: JSON body and x-strata-reason with the same code,
+ * the route and the request id; extra headers (Retry-After, WWW-Authenticate)
+ * as given. */
+static void reply_error_h(struct fwd *f, int status, const char *code, const char *message,
+                          const struct http1_header *extra, size_t nextra)
+{
+    struct http1_exchange *x = f->x;
+    f->reason = code;
+    struct buf b;
+    buf_init(&b, 64 * 1024);
+    json_t *o = json_pack("{s:{s:s, s:s, s:s, s:s}}", "error", "code", code, "message", message, "request_id",
+                          f->request_id, "route", route_name(f));
+    if (!o || json_dump_to_buf(o, &b) < 0) {
+        json_decref(o);
+        buf_free(&b);
+        http1_respond_error(x, 503, "out_of_memory", "out of memory", f->request_id);
+        return;
+    }
+    json_decref(o);
+    struct http1_header h[12] = {
+        { STR_LIT("Content-Type"), STR_LIT("application/json") },
+        { STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) },
+        { STR_LIT("x-strata-reason"), str_from_cstr(code) },
+    };
+    size_t n = 3;
+    for (size_t i = 0; i < nextra && n < 12; i++)
+        h[n++] = extra[i];
+    http1_respond_buf(x, status, h, n, &b);
+    buf_free(&b);
+}
+
+static void reply_error(struct fwd *f, int status, const char *code, const char *message)
+{
+    reply_error_h(f, status, code, message, NULL, 0);
+}
+
+/* The "host" of a Host value: without the port. */
+static struct str host_only(struct str host)
+{
+    const char *colon = host.n && host.p[0] != '[' ? memchr(host.p, ':', host.n) : NULL;
+    if (colon)
+        host.n = (size_t)(colon - host.p);
+    return host;
+}
+
+static bool is_sane_host(struct str h)
+{
+    if (h.n == 0 || h.n > 255)
+        return false;
+    for (size_t i = 0; i < h.n; i++) {
+        char c = h.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '-' || c == ':' || c == '[' || c == ']' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static void reply_redirect(struct fwd *f, int code, const char *location)
+{
+    const struct http1_header h[] = {
+        { STR_LIT("Location"), str_from_cstr(location) },
+        { STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) },
+    };
+    http1_respond(f->x, code, h, 2, STR_NULL);
+}
+
+/* Listener-level HTTP → HTTPS: 308 keeps the method and the body. */
+static void redirect_https(struct fwd *f, uint16_t port)
+{
+    struct http1_exchange *x = f->x;
+    struct str h = host_only(f->host);
+    if (!is_sane_host(h)) {
+        reply_error(f, 400, "bad_host", "the request's Host cannot be redirected");
+        return;
+    }
+    char *loc = arena_alloc(&x->arena, h.n + x->req.path.n + x->req.query.n + 32);
+    if (!loc) {
+        reply_error(f, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    char portbuf[8] = "";
+    if (port != 443)
+        snprintf(portbuf, sizeof portbuf, ":%u", port);
+    sprintf(loc, "https://%.*s%s%.*s%s%.*s", STR_FMT(h), portbuf, STR_FMT(x->req.path), x->req.query.n ? "?" : "",
+            STR_FMT(x->req.query));
+    f->reason = "https_redirect";
+    reply_redirect(f, 308, loc);
+}
+
+static void route_redirect(struct fwd *f)
+{
+    struct http1_exchange *x = f->x;
+    const struct proxy_redirect *r = f->route->redirect;
+    const char *scheme = r->scheme ? r->scheme : f->sv->l->tls ? "https" : "http";
+    /* Only the path changes: the authority stays as the client sent it. */
+    bool keep_authority = !r->scheme && !r->host && !r->port;
+    struct str host = r->host ? str_from_cstr(r->host) : keep_authority ? f->host : host_only(f->host);
+    if (!is_sane_host(host)) {
+        reply_error(f, 400, "bad_host", "the request's Host cannot be redirected");
+        return;
+    }
+    struct str path = x->req.path, rest = STR_NULL;
+    if (r->path) {
+        path = str_from_cstr(r->path);
+    } else if (r->prefix) {
+        rest = str_make(x->req.path.p + strlen(f->route->prefix), x->req.path.n - strlen(f->route->prefix));
+        path = str_from_cstr(r->prefix);
+    }
+    char portbuf[8] = "";
+    if (r->port)
+        snprintf(portbuf, sizeof portbuf, ":%u", r->port);
+    size_t n = strlen(scheme) + host.n + path.n + rest.n + x->req.query.n + 32;
+    char *loc = arena_alloc(&x->arena, n);
+    if (!loc) {
+        reply_error(f, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    snprintf(loc, n, "%s://%.*s%s%.*s%.*s%s%.*s", scheme, STR_FMT(host), portbuf, STR_FMT(path), STR_FMT(rest),
+             x->req.query.n ? "?" : "", STR_FMT(x->req.query));
+    reply_redirect(f, r->code, loc);
+}
+
+static void direct_response(struct fwd *f)
+{
+    const struct proxy_direct_response *d = f->route->direct;
+    const struct http1_header h[] = {
+        { STR_LIT("Content-Type"),
+          str_from_cstr(d->content_type ? d->content_type : "text/plain; charset=utf-8") },
+        { STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) },
+    };
+    http1_respond(f->x, d->status, h, 2, d->body ? str_from_cstr(d->body) : STR_NULL);
+}
+
+/* ---- JWT ------------------------------------------------------------------------ */
+
+static bool authn_apply(struct fwd *f, const struct authn_result *r)
+{
+    if (r->status == 0) {
+        f->claims = r->headers;
+        f->nclaims = r->nheaders;
+        f->sub = r->sub;
+        return true;
+    }
+    metrics_counter_add(metrics_counter_with(m_jwt, route_name(f), r->reason), 1);
+    if (r->status == 401) {
+        const struct http1_header h[] = { { STR_LIT("WWW-Authenticate"), STR_LIT("Bearer error=\"invalid_token\"") } };
+        reply_error_h(f, 401, r->reason, r->message, h, 1);
+    } else {
+        reply_error(f, r->status, r->reason, r->message);
+    }
+    return false;
+}
+
+static void authn_done(const struct authn_result *r, void *arg)
+{
+    struct fwd *f = arg;
+    f->authn = NULL;
+    if (authn_apply(f, r))
+        fwd_run(f);
+}
+
+/* ---- rate limits ------------------------------------------------------------------- */
+
+static struct str rl_key(struct fwd *f, char *ipbuf, size_t ipsz)
+{
+    const struct proxy_rate_limit *rl = f->route->rate_limit;
+    if (rl->key == PROXY_RL_HEADER) {
+        const struct http1_header *h = http1_find_header(f->x->req.headers, f->x->req.nheaders,
+                                                         str_from_cstr(rl->header));
+        return h ? h->value : STR_LIT("-");
+    }
+    if (rl->key == PROXY_RL_JWT_SUB && f->sub.n)
+        return f->sub;
+    /* client_ip, and jwt_sub on an optional route without a token */
+    return str_from_cstr(net_addr_ip(&f->x->peer, ipbuf, ipsz));
+}
+
+static void fmt_u32(struct arena *a, struct http1_header *h, const char *name, uint32_t v)
+{
+    char *s = arena_alloc(a, 12);
+    if (s)
+        snprintf(s, 12, "%u", v);
+    *h = (struct http1_header){ str_from_cstr(name), s ? str_from_cstr(s) : STR_LIT("0") };
+}
+
+/* RateLimit-* (draft-ietf-httpapi-ratelimit-headers) on every answer of a limited route. */
+static size_t rl_headers(struct fwd *f, struct http1_header *h)
+{
+    if (!f->has_rl_decision || f->rl_decision.failed_open)
+        return 0;
+    struct arena *a = &f->x->arena;
+    fmt_u32(a, &h[0], "RateLimit-Limit", f->rl_decision.limit);
+    fmt_u32(a, &h[1], "RateLimit-Remaining", f->rl_decision.remaining);
+    fmt_u32(a, &h[2], "RateLimit-Reset", f->rl_decision.reset_s);
+    return 3;
+}
+
+static bool rl_apply(struct fwd *f, const struct rl_decision *d)
+{
+    f->rl_decision = *d;
+    f->has_rl_decision = true;
+    if (d->allowed)
+        return true;
+    metrics_counter_add(metrics_counter_with(m_limited, route_name(f)), 1);
+    struct http1_header h[4];
+    size_t n = rl_headers(f, h);
+    fmt_u32(&f->x->arena, &h[n++], "Retry-After", d->retry_after_s ? d->retry_after_s : 1);
+    reply_error_h(f, 429, "rate_limited", "too many requests: retry after the time in Retry-After", h, n);
+    return false;
+}
+
+static void rl_done(const struct rl_decision *d, void *arg)
+{
+    struct fwd *f = arg;
+    f->rl = NULL;
+    if (rl_apply(f, d))
+        fwd_run(f);
+}
+
+/* ---- WAF ---------------------------------------------------------------------------- */
+
+static bool waf_apply(struct fwd *f, const struct waf_result *r)
+{
+    if (!r->matched)
+        return true;
+    bool block = f->route->waf.mode == PROXY_WAF_BLOCK;
+    metrics_counter_add(metrics_counter_with(m_waf, route_name(f), block ? "blocked" : "detected"), 1);
+    char ip[64];
+    log_warn("waf", LOG_STR("action", block ? "blocked" : "detected"), LOG_STR("route", route_name(f)),
+             LOG_STR("request_id", f->request_id), LOG_STR("client", net_addr_ip(&f->x->peer, ip, sizeof ip)),
+             LOG_STRV("method", f->x->req.method), LOG_STRV("path", f->x->req.path),
+             LOG_STR("rule_ids", r->rule_ids), LOG_INT("anomaly_score", r->anomaly_score),
+             LOG_STR("message", r->message));
+    if (!block)
+        return true;
+    reply_error(f, 403, "waf_blocked", "the request was blocked by the web application firewall");
+    return false;
+}
+
+static void waf_done(const struct waf_result *r, void *arg)
+{
+    struct fwd *f = arg;
+    f->waf = NULL;
+    if (waf_apply(f, r))
+        fwd_run(f);
+}
+
+/* ---- balancing ------------------------------------------------------------------- */
+
+static struct proxy_endpoint *pick_endpoint(struct fwd *f, const struct proxy_cluster *cl)
+{
+    size_t n = cl->nendpoints, ci = (size_t)(cl - f->g->cfg->clusters);
+    if (cl->lb == PROXY_LB_LEAST_REQUEST && n > 1) {
+        /* Power of two choices among healthy endpoints: two random picks, the
+         * one with fewer requests in flight wins. */
+        struct proxy_endpoint *best = NULL;
+        for (int tries = 0, got = 0; tries < 8 && got < 2; tries++) {
+            struct proxy_endpoint *e = &cl->endpoints[rand_below(n)];
+            if (!atomic_load_explicit(&e->healthy, memory_order_relaxed) || e == best)
+                continue;
+            got++;
+            if (!best || atomic_load_explicit(&e->active, memory_order_relaxed) <
+                             atomic_load_explicit(&best->active, memory_order_relaxed))
+                best = e;
+        }
+        if (best)
+            return best;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct proxy_endpoint *e = &cl->endpoints[f->g->rr[ci]++ % n];
+        if (atomic_load_explicit(&e->healthy, memory_order_relaxed))
+            return e;
+    }
+    return NULL;
+}
+
+/* ---- forwarding ---------------------------------------------------------------------- */
+
+/* RFC 9110 §7.6.1: fields that describe one connection, never forwarded. */
+static bool is_hop_by_hop(struct str name)
+{
+    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                       "transfer-encoding", "upgrade", "proxy-authenticate",
+                                       "proxy-authorization", NULL };
+    for (const char *const *h = hop; *h; h++)
+        if (str_eq_nocase(name, str_from_cstr(*h)))
+            return true;
+    return false;
+}
+
+/* A field named in the message's own Connection header is hop-by-hop too. */
+static bool named_by_connection(const struct http1_header *hs, size_t n, struct str name)
+{
+    const struct http1_header *c = http1_find_header(hs, n, STR_LIT("Connection"));
+    if (!c)
+        return false;
+    const char *p = c->value.p, *end = p + c->value.n;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        struct str tok = str_trim_ows(str_make(p, (size_t)((comma ? comma : end) - p)));
+        if (str_eq_nocase(tok, name))
+            return true;
+        p = comma ? comma + 1 : end;
+    }
+    return false;
+}
+
+static bool in_list(char *const *names, size_t n, struct str name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (str_eq_nocase(name, str_from_cstr(names[i])))
+            return true;
+    return false;
+}
+
+static bool in_ops(const struct proxy_header_op *ops, size_t n, struct str name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (str_eq_nocase(name, str_from_cstr(ops[i].name)))
+            return true;
+    return false;
+}
+
+/* A header some JWT provider forwards claims in: never taken from the client. */
+static bool is_claim_header(const struct proxy_config *c, struct str name)
+{
+    for (size_t i = 0; i < c->njwt_providers; i++)
+        for (size_t j = 0; j < c->jwt_providers[i].nclaims; j++)
+            if (str_eq_nocase(name, str_from_cstr(c->jwt_providers[i].claims_to_headers[j].header)))
+                return true;
+    return false;
+}
+
+static int class_of(int status)
+{
+    return status >= 100 && status < 600 ? status / 100 : 0;
+}
+
+static void upstream_done(int err, const struct http1_client_response *resp, void *arg)
+{
+    struct fwd *f = arg;
+    struct http1_exchange *x = f->x;
+    f->call = NULL;
+    x->on_abort = NULL;
+    atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
+    const char *cname = f->cluster->name;
+    if (err) {
+        int status = 503;
+        const char *code = "upstream_unavailable", *msg = "the upstream could not be reached";
+        if (err == -ETIMEDOUT) {
+            status = 504, code = "upstream_timeout", msg = "the upstream did not answer within the route's timeout";
+            metrics_counter_add(metrics_counter_with(m_timeouts, cname), 1);
+        } else if (err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ENETUNREACH || err == -EADDRNOTAVAIL) {
+            code = "upstream_connect_failed", msg = "the upstream refused or could not take the connection";
+            metrics_counter_add(metrics_counter_with(m_connect_fail, cname), 1);
+        } else if (err == -ECONNRESET || err == -EPIPE) {
+            status = 502, code = "upstream_reset", msg = "the upstream closed the connection before answering";
+        } else if (err == -EMSGSIZE || err == -EPROTO) {
+            status = 502, code = "bad_upstream_response", msg = "the upstream's response was invalid or too large";
+        }
+        trace_span_set_status(f->up_span, TRACE_STATUS_ERROR, str_from_cstr(code));
+        trace_span_end(f->up_span);
+        f->up_span = NULL;
+        reply_error(f, status, code, msg);
+        return;
+    }
+    size_t ci = (size_t)(f->cluster - f->g->cfg->clusters);
+    metrics_counter_add(f->g->upstream_by_class[ci * 6 + class_of(resp->status)], 1);
+    trace_span_set_attr_int(f->up_span, "http.response.status_code", resp->status);
+    if (resp->status >= 500)
+        trace_span_set_status(f->up_span, TRACE_STATUS_ERROR, STR_NULL);
+    trace_span_end(f->up_span);
+    f->up_span = NULL;
+
+    const struct proxy_header_rules *hr = &f->route->response_headers;
+    struct http1_header *h = arena_alloc(&x->arena, (resp->nheaders + hr->nset + hr->nadd + 8) * sizeof *h);
+    if (!h) {
+        reply_error(f, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        struct str name = resp->headers[i].name;
+        if (is_hop_by_hop(name) || named_by_connection(resp->headers, resp->nheaders, name) ||
+            str_eq_nocase(name, STR_LIT("Content-Length")) || str_eq_nocase(name, STR_LIT("Date")) ||
+            in_list(hr->remove, hr->nremove, name) || in_ops(hr->set, hr->nset, name))
+            continue;
+        /* The response's views die with the callback: copy into the request's arena. */
+        char *nm = arena_strdup(&x->arena, name), *val = arena_strdup(&x->arena, resp->headers[i].value);
+        if (!nm || !val) {
+            reply_error(f, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        h[n++] = (struct http1_header){ str_from_cstr(nm), str_from_cstr(val) };
+    }
+    for (size_t i = 0; i < hr->nset; i++)
+        h[n++] = (struct http1_header){ str_from_cstr(hr->set[i].name), str_from_cstr(hr->set[i].value) };
+    for (size_t i = 0; i < hr->nadd; i++)
+        h[n++] = (struct http1_header){ str_from_cstr(hr->add[i].name), str_from_cstr(hr->add[i].value) };
+    n += rl_headers(f, h + n);
+    const struct proxy_listener *lc = f->sv->l->cfg;
+    if (f->sv->l->tls && lc->hsts_max_age_s) {
+        char *v = arena_alloc(&x->arena, 64);
+        if (v) {
+            snprintf(v, 64, "max-age=%u%s", lc->hsts_max_age_s, lc->hsts_subdomains ? "; includeSubDomains" : "");
+            h[n++] = (struct http1_header){ STR_LIT("Strict-Transport-Security"), str_from_cstr(v) };
+        }
+    }
+    http1_respond(x, resp->status, h, n, resp->body);
+}
+
+static void on_abort(struct http1_exchange *x)
+{
+    struct fwd *f = x->user;
+    if (!f)
+        return;
+    if (f->authn)
+        authn_cancel(f->authn);
+    if (f->rl)
+        rl_global_cancel(f->rl);
+    if (f->waf)
+        waf_cancel(f->waf);
+    if (f->call) {
+        http1_client_cancel(f->call);
+        atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
+    }
+    f->authn = NULL, f->rl = NULL, f->waf = NULL, f->call = NULL;
+    f->reason = "client_closed";
+    if (f->up_span) {
+        trace_span_set_status(f->up_span, TRACE_STATUS_ERROR, STR_LIT("client closed"));
+        trace_span_end(f->up_span);
+        f->up_span = NULL;
+    }
+}
+
+static void forward(struct fwd *f)
+{
+    struct http1_exchange *x = f->x;
+    struct arena *a = &x->arena;
+    const struct proxy_route *rt = f->route;
+    const struct proxy_destination *d = proxy_route_pick(rt, (uint32_t)rand_u64());
+    f->cluster = d->cluster;
+    f->ep = pick_endpoint(f, d->cluster);
+    if (!f->ep) {
+        reply_error(f, 503, "no_healthy_upstream", "no endpoint of the route's cluster passes its health checks");
+        return;
+    }
+
+    /* Target: the path with the route's prefix rewritten, then the query. */
+    struct str path = x->req.path;
+    size_t tlen = path.n + x->req.query.n + (rt->rewrite_prefix ? strlen(rt->rewrite_prefix) : 0) + 2;
+    char *target = arena_alloc(a, tlen + 1);
+    if (!target) {
+        reply_error(f, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    if (rt->rewrite_prefix) {
+        size_t pre = strlen(rt->prefix);
+        snprintf(target, tlen + 1, "%s%.*s", rt->rewrite_prefix, (int)(path.n - pre), path.p + pre);
+    } else {
+        snprintf(target, tlen + 1, "%.*s", STR_FMT(path));
+    }
+    if (x->req.query.n) {
+        size_t l = strlen(target);
+        snprintf(target + l, tlen + 1 - l, "?%.*s", STR_FMT(x->req.query));
+    }
+
+    /* Headers: end-to-end fields pass; ours are set fresh. */
+    const struct proxy_header_rules *hr = &rt->request_headers;
+    size_t cap = x->req.nheaders + f->nclaims + hr->nset + hr->nadd + 8;
+    struct http1_header *h = arena_alloc(a, cap * sizeof *h);
+    char peer[64];
+    if (!h) {
+        reply_error(f, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    net_addr_ip(&x->peer, peer, sizeof peer);
+    size_t n = 0;
+    struct str prior_xff = STR_NULL;
+    const struct proxy_config *c = f->g->cfg;
+    for (size_t i = 0; i < x->req.nheaders; i++) {
+        struct str name = x->req.headers[i].name;
+        if (str_eq_nocase(name, STR_LIT("X-Forwarded-For"))) {
+            prior_xff = x->req.headers[i].value;
+            continue;
+        }
+        if (is_hop_by_hop(name) || named_by_connection(x->req.headers, x->req.nheaders, name) ||
+            str_eq_nocase(name, STR_LIT("Host")) || str_eq_nocase(name, STR_LIT("Content-Length")) ||
+            str_eq_nocase(name, STR_LIT("X-Request-Id")) || str_eq_nocase(name, STR_LIT("traceparent")) ||
+            str_eq_nocase(name, STR_LIT("X-Forwarded-Proto")) || str_eq_nocase(name, STR_LIT("X-Forwarded-Host")) ||
+            str_eq_nocase(name, STR_LIT("Expect")) || is_claim_header(c, name) ||
+            in_list(hr->remove, hr->nremove, name) || in_ops(hr->set, hr->nset, name))
+            continue;
+        h[n++] = x->req.headers[i];
+    }
+    for (size_t i = 0; i < f->nclaims; i++)
+        h[n++] = f->claims[i];
+    size_t xl = prior_xff.n + strlen(peer) + 3;
+    char *xff = arena_alloc(a, xl);
+    if (!xff) {
+        reply_error(f, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    if (prior_xff.n)
+        snprintf(xff, xl, "%.*s, %s", STR_FMT(prior_xff), peer);
+    else
+        snprintf(xff, xl, "%s", peer);
+    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-For"), str_from_cstr(xff) };
+    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Proto"), f->sv->l->tls ? STR_LIT("https") : STR_LIT("http") };
+    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Host"), f->host };
+    h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) };
+    for (size_t i = 0; i < hr->nset; i++)
+        h[n++] = (struct http1_header){ str_from_cstr(hr->set[i].name), str_from_cstr(hr->set[i].value) };
+    for (size_t i = 0; i < hr->nadd; i++)
+        h[n++] = (struct http1_header){ str_from_cstr(hr->add[i].name), str_from_cstr(hr->add[i].value) };
+    /* traceparent: the upstream span's context, child of the server span. */
+    f->up_span = trace_span_start(f->w->tracer, "upstream", TRACE_SPAN_CLIENT, trace_span_ctx(f->span));
+    char *tp = arena_alloc(a, TRACE_TRACEPARENT_LEN + 1);
+    if (tp && f->up_span && trace_format_traceparent(trace_span_ctx(f->up_span), tp) == 0)
+        h[n++] = (struct http1_header){ STR_LIT("traceparent"), str_from_cstr(tp) };
+    trace_span_set_attr_str(f->up_span, "server.address", str_from_cstr(f->ep->name));
+    trace_span_set_attr_str(f->up_span, "strata.cluster", str_from_cstr(f->cluster->name));
+
+    struct http1_client_request req = {
+        .addr = f->ep->addr,
+        .method = x->req.method,
+        .target = str_from_cstr(target),
+        .host = rt->rewrite_host ? str_from_cstr(rt->rewrite_host) : f->host,
+        .headers = h,
+        .nheaders = n,
+        .body = x->body,
+        .timeout_ms = rt->timeout_ms ? rt->timeout_ms : 15000,
+    };
+    atomic_fetch_add_explicit(&f->ep->active, 1, memory_order_relaxed);
+    x->on_abort = on_abort;
+    if (http1_client_send(f->w->client, &req, upstream_done, f, &f->call) < 0) {
+        x->on_abort = NULL;
+        atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
+        reply_error(f, 503, "upstream_unavailable", "the request could not be sent upstream");
+    }
+}
+
+/* Runs the remaining stages; returns when one is pending or answered. */
+static void fwd_run(struct fwd *f)
+{
+    struct http1_exchange *x = f->x;
+    const struct proxy_route *rt = f->route;
+    int rc;
+    for (;;) {
+        switch (f->stage) {
+        case ST_AUTHN: {
+            f->stage = ST_RATELIMIT;
+            if (rt->jwt_mode == PROXY_JWT_OFF)
+                break;
+            struct authn_result res;
+            rc = authn_check(f->g->authn, rt->jwt, rt->jwt_mode, x->req.headers, x->req.nheaders, &x->arena, &res,
+                             authn_done, f, &f->authn);
+            if (rc == 0)
+                return;
+            if (rc < 0) {
+                reply_error(f, 503, "jwt_unavailable", "the token could not be checked");
+                return;
+            }
+            if (!authn_apply(f, &res))
+                return;
+            break;
+        }
+        case ST_RATELIMIT: {
+            f->stage = ST_WAF;
+            const struct proxy_rate_limit *rl = rt->rate_limit;
+            if (!rl)
+                break;
+            char ip[64];
+            struct str key = rl_key(f, ip, sizeof ip);
+            if (rl->global) {
+                rc = rl_global_check(f->g->rl_global, rl, key, rl_done, f, &f->rl);
+                if (rc == 0)
+                    return;
+                break; /* could not even ask: fail open (counted by the limiter) */
+            }
+            struct rl_decision d;
+            rl_local_check(f->w->engine->rl_local, rl, key, loop_now_ms(f->w->loop), &d);
+            if (!rl_apply(f, &d))
+                return;
+            break;
+        }
+        case ST_WAF: {
+            f->stage = ST_FORWARD;
+            if (rt->waf.mode == PROXY_WAF_OFF || !f->w->engine->waf)
+                break;
+            char cip[64];
+            struct waf_request wr = {
+                .method = x->req.method,
+                .target = x->req.target,
+                .version = x->req.minor_version ? STR_LIT("1.1") : STR_LIT("1.0"),
+                .headers = x->req.headers,
+                .nheaders = x->req.nheaders,
+                .body = x->body,
+                .client_ip = net_addr_ip(&x->peer, cip, sizeof cip),
+                .client_port = net_addr_port(&x->peer),
+                .server_ip = "127.0.0.1",
+                .server_port = net_addr_port(&f->sv->l->cfg->addr),
+                .request_id = f->request_id,
+                .paranoia = rt->waf.paranoia,
+                .anomaly_threshold = rt->waf.anomaly_threshold,
+            };
+            rc = waf_check(f->w->engine->waf, f->w->loop, &wr, waf_done, f, &f->waf);
+            if (rc == 0)
+                return;
+            reply_error(f, 503, "waf_overloaded", "the web application firewall is saturated; retry later");
+            return;
+        }
+        case ST_FORWARD:
+            forward(f);
+            return;
+        }
+    }
+}
+
+void engine_handle(struct http1_exchange *x, void *arg)
+{
+    struct served *sv = arg;
+    struct worker *w = sv->w;
+    struct fwd *f = arena_alloc(&x->arena, sizeof *f);
+    if (!f) {
+        http1_respond_error(x, 503, "out_of_memory", "out of memory", NULL);
+        return;
+    }
+    memset(f, 0, sizeof *f);
+    f->x = x;
+    f->sv = sv;
+    f->w = w;
+    f->g = w->gen;
+    f->g->refs++;
+    f->reason = "";
+    x->user = f;
+    /* on_abort is set for the whole pipeline: any pending stage is cancelled. */
+    x->on_abort = on_abort;
+    const struct http1_header *rid = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("X-Request-Id"));
+    if (rid && http1_request_id_is_valid(rid->value))
+        str_copy_cstr(rid->value, f->request_id, sizeof f->request_id);
+    else
+        rand_hex(f->request_id, 16);
+    /* The server span continues the caller's trace, or starts one. */
+    struct trace_ctx parent;
+    const struct http1_header *tph = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("traceparent"));
+    bool has_parent = tph && trace_parse_traceparent(tph->value, &parent) == 0;
+    f->span = trace_span_start(w->tracer, "gateway", TRACE_SPAN_SERVER, has_parent ? &parent : NULL);
+    /* RFC 9112 §3.2.2: in absolute form the authority is the target host. */
+    f->host = x->req.authority.n ? x->req.authority : x->req.host;
+
+    const struct proxy_listener *lc = sv->l->cfg;
+    if (lc->redirect_https_port) {
+        redirect_https(f, lc->redirect_https_port);
+        return;
+    }
+    struct proxy_match_input in = { f->host, x->req.path, x->req.method, x->req.headers, x->req.nheaders };
+    f->route = proxy_route_match(f->g->cfg, &in);
+    if (!f->route) {
+        reply_error(f, 404, "route_not_found", "no route matches this host, path, method and headers");
+        return;
+    }
+    const struct proxy_route *rt = f->route;
+    if (rt->max_body_bytes && x->body.n > rt->max_body_bytes) {
+        reply_error(f, 413, "body_too_large", "the request body is larger than the route allows");
+        return;
+    }
+    if (rt->max_header_bytes) {
+        size_t hb = 0;
+        for (size_t i = 0; i < x->req.nheaders; i++)
+            hb += x->req.headers[i].name.n + x->req.headers[i].value.n + 4;
+        if (hb > rt->max_header_bytes) {
+            reply_error(f, 431, "headers_too_large", "the request headers are larger than the route allows");
+            return;
+        }
+    }
+    if (rt->redirect) {
+        route_redirect(f);
+        return;
+    }
+    if (rt->direct) {
+        direct_response(f);
+        return;
+    }
+    f->stage = ST_AUTHN;
+    fwd_run(f);
+}
+
+void engine_complete(struct http1_exchange *x, int status, void *arg)
+{
+    (void)arg;
+    struct fwd *f = x->user;
+    if (!f)
+        return;
+    x->user = NULL;
+    struct gen *g = f->g;
+    struct route_metrics *rm = f->route ? &g->rm[f->route - g->cfg->routes] : &g->none;
+    int k = class_of(status);
+    metrics_counter_add(rm->by_class[k], 1);
+    double secs = (double)(loop_now_ms(f->w->loop) - x->start_ms) / 1000.0;
+    metrics_histogram_observe(rm->duration, secs);
+    char ip[64];
+    log_info("request", LOG_STRV("method", x->req.method), LOG_STRV("path", x->req.path),
+             LOG_STRV("host", f->host), LOG_STR("route", route_name(f)),
+             LOG_STR("cluster", f->cluster ? f->cluster->name : ""), LOG_STR("upstream", f->ep ? f->ep->name : ""),
+             LOG_INT("status", status), LOG_STR("reason", f->reason), LOG_INT("duration_ms", (int64_t)(secs * 1000)),
+             LOG_STR("client", net_addr_ip(&x->peer, ip, sizeof ip)), LOG_STR("request_id", f->request_id),
+             LOG_STR("trace_id", f->span ? trace_span_ctx(f->span)->trace_id : ""));
+    if (f->up_span)
+        trace_span_end(f->up_span);
+    if (f->span) {
+        trace_span_set_attr_int(f->span, "http.response.status_code", status);
+        trace_span_set_attr_str(f->span, "http.route", str_from_cstr(route_name(f)));
+        if (status >= 500 || status == 0)
+            trace_span_set_status(f->span, TRACE_STATUS_ERROR, str_from_cstr(f->reason));
+        trace_span_end(f->span);
+    }
+    gen_unref(g);
+}
+
+/* ---- per-client-IP connection limits --------------------------------------------------- */
+
+/* A small chained hash of client addresses with open connections, under
+ * one mutex: taken twice per connection, never per request. */
+struct ip_count {
+    struct ip_count *next;
+    char ip[48];
+    uint32_t n;
+};
+
+struct conn_limits {
+    pthread_mutex_t mu;
+    struct ip_count *buckets[1024];
+};
+
+struct conn_limits *conn_limits_new(void)
+{
+    struct conn_limits *cl = calloc(1, sizeof *cl);
+    if (cl)
+        pthread_mutex_init(&cl->mu, NULL);
+    return cl;
+}
+
+void conn_limits_free(struct conn_limits *cl)
+{
+    if (!cl)
+        return;
+    for (size_t i = 0; i < 1024; i++)
+        for (struct ip_count *e = cl->buckets[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    pthread_mutex_destroy(&cl->mu);
+    free(cl);
+}
+
+static struct ip_count **ip_slot(struct conn_limits *cl, const char *ip)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    struct ip_count **pp = &cl->buckets[h % 1024];
+    while (*pp && strcmp((*pp)->ip, ip))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+bool conn_limits_acquire(struct conn_limits *cl, const struct net_addr *peer, uint32_t max)
+{
+    char ip[48];
+    net_addr_ip(peer, ip, sizeof ip);
+    bool ok = true;
+    pthread_mutex_lock(&cl->mu);
+    struct ip_count **pp = ip_slot(cl, ip);
+    if (!*pp) {
+        *pp = calloc(1, sizeof **pp);
+        if (*pp)
+            snprintf((*pp)->ip, sizeof (*pp)->ip, "%s", ip);
+    }
+    if (!*pp || (*pp)->n >= max)
+        ok = false;
+    else
+        (*pp)->n++;
+    if (*pp && (*pp)->n == 0) { /* refused before its first connection: nothing to keep */
+        struct ip_count *e = *pp;
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&cl->mu);
+    return ok;
+}
+
+void conn_limits_release(struct conn_limits *cl, const struct net_addr *peer)
+{
+    char ip[48];
+    net_addr_ip(peer, ip, sizeof ip);
+    pthread_mutex_lock(&cl->mu);
+    struct ip_count **pp = ip_slot(cl, ip);
+    if (*pp && --(*pp)->n == 0) {
+        struct ip_count *e = *pp;
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&cl->mu);
+}
