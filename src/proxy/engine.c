@@ -454,20 +454,21 @@ static struct proxy_endpoint *pick_endpoint(struct fwd *f, const struct proxy_cl
 {
     size_t n = cl->nendpoints, ci = (size_t)(cl - f->g->cfg->clusters);
     if (cl->lb == PROXY_LB_LEAST_REQUEST && n > 1) {
-        /* Power of two choices among healthy endpoints: two random picks, the
-         * one with fewer requests in flight wins. */
-        struct proxy_endpoint *best = NULL;
-        for (int tries = 0, got = 0; tries < 8 && got < 2; tries++) {
-            struct proxy_endpoint *e = &cl->endpoints[rand_below(n)];
-            if (!atomic_load_explicit(&e->healthy, memory_order_relaxed) || e == best)
-                continue;
-            got++;
-            if (!best || atomic_load_explicit(&e->active, memory_order_relaxed) <
-                             atomic_load_explicit(&best->active, memory_order_relaxed))
-                best = e;
-        }
-        if (best)
-            return best;
+        /* Power of two choices: two distinct random endpoints, the one with
+         * fewer requests in flight (all workers) wins; an unhealthy one
+         * never does. Both unhealthy: the scan below finds a healthy one. */
+        size_t i = rand_below(n), j = rand_below(n - 1);
+        j += j >= i;
+        struct proxy_endpoint *a = &cl->endpoints[i], *b = &cl->endpoints[j];
+        bool ha = atomic_load_explicit(&a->healthy, memory_order_relaxed);
+        bool hb = atomic_load_explicit(&b->healthy, memory_order_relaxed);
+        if (ha && hb)
+            return atomic_load_explicit(&b->active, memory_order_relaxed) <
+                           atomic_load_explicit(&a->active, memory_order_relaxed)
+                       ? b
+                       : a;
+        if (ha || hb)
+            return ha ? a : b;
     }
     for (size_t i = 0; i < n; i++) {
         struct proxy_endpoint *e = &cl->endpoints[f->g->rr[ci]++ % n];

@@ -402,6 +402,7 @@ int main(int argc, char **argv)
     log_init("strata-proxy");
     signal(SIGPIPE, SIG_IGN);
     engine_metrics_init();
+    rl_metrics_init();
     engine.rl_local = rl_local_new(100000);
     engine.conn_limits = conn_limits_new();
     if (!engine.rl_local || !engine.conn_limits) {
