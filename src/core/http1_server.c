@@ -218,6 +218,8 @@ struct http1_server *http1_server_new(struct loop *l, const struct http1_server_
         return NULL;
     s->loop = l;
     s->cfg = *cfg;
+    if (!s->cfg.drain_idle_ms)
+        s->cfg.drain_idle_ms = 1000;
     /* Zero fields take the defaults, one by one. */
     if (!s->cfg.limits.max_request_line)
         s->cfg.limits.max_request_line = http1_default_limits.max_request_line;
@@ -969,10 +971,18 @@ void http1_server_drain(struct http1_server *s, void (*on_drained)(void *arg), v
     struct http1_conn *c = s->conns;
     while (c) {
         struct http1_conn *next = c->next;
-        if (c->state == CS_IDLE || c->state == CS_HANDSHAKE)
+        if (c->state == CS_HANDSHAKE) {
             conn_close(c);
-        else
+        } else if (c->state == CS_IDLE) {
+            /* An idle keep-alive connection may have a request on its way:
+             * closing it now would reset that request. It gets a short
+             * grace instead, and a request arriving meanwhile is answered
+             * with Connection: close (HAProxy's and Envoy's drain). */
             c->close_after = true;
+            conn_arm(c, s->cfg.drain_idle_ms);
+        } else {
+            c->close_after = true;
+        }
         c = next;
     }
     if (s->stats.active == 0)

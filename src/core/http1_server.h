@@ -55,6 +55,7 @@ struct http1_server_config {
     uint32_t body_timeout_ms;   /* between body reads; 0 → 30 s */
     uint32_t idle_timeout_ms;   /* keep-alive between requests; 0 → 60 s */
     uint32_t write_timeout_ms;  /* response stalled; 0 → 30 s */
+    uint32_t drain_idle_ms;     /* on drain, idle keep-alives get this long for a last request; 0 → 1 s */
     uint32_t max_connections;   /* 0 → 10,000 */
     uint32_t max_requests_per_connection; /* 0 → unlimited; then Connection: close */
     http1_handler_fn handler;
@@ -99,9 +100,13 @@ struct http1_server *http1_server_new(struct loop *l, const struct http1_server_
 /* Starts accepting on listening fd lfd (non-blocking; the server owns it
  * from now on and closes it). May be called for several fds. */
 int http1_server_listen_fd(struct http1_server *s, int lfd);
-/* Graceful drain: stop accepting, close idle connections now, let in-flight
- * requests finish (answered with Connection: close). on_drained(arg) runs
- * once no connection is left. */
+/* Graceful drain: stop accepting (the listening sockets close at once, so
+ * a successor on the same port gets the new connections), let in-flight
+ * requests finish (answered with Connection: close). Idle keep-alive
+ * connections are closed after drain_idle_ms unless a request arrives
+ * first (it is answered with Connection: close): a request already on its
+ * way is answered, not reset. on_drained(arg) runs once no connection is
+ * left. */
 void http1_server_drain(struct http1_server *s, void (*on_drained)(void *arg), void *arg);
 /* Closes every connection now (in-flight exchanges are aborted). */
 void http1_server_close_all(struct http1_server *s);

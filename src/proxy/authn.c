@@ -9,11 +9,14 @@
  * else is decided synchronously, and the header is checked (alg none, HS*,
  * allowlist) before any signature work in both paths.
  *
- * The cache is 1024 sets of 4 ways: a lookup compares at most four
- * digests, memory is fixed (4096 entries), and eviction is LRU within the
- * set. The hash is keyed with random bytes drawn at start, so nobody can
- * choose tokens that land in one set, and 256 bits make a collision (a hit
- * that would skip verification for another token) infeasible. */
+ * The cache is a fixed pool of 4096 entries in hash chains (8192 buckets,
+ * so chains average half an entry) and one LRU list: a lookup is a hash
+ * and a compare or two, memory is fixed, and eviction takes the least
+ * recently used. Fully associative on purpose: with 4-way sets, a cyclic
+ * working set of half the capacity still missed ~16% of the time. The hash
+ * is keyed with random bytes drawn at start, so nobody can choose tokens
+ * that share a chain, and 256 bits make a collision (a hit that would skip
+ * verification for another token) infeasible. */
 #include "proxy/authn.h"
 
 #include <errno.h>
@@ -28,8 +31,12 @@
 #include "core/jwt.h"
 #include "core/log.h"
 
-#define CACHE_SETS 1024
-#define CACHE_WAYS 4
+/* 4096 tokens per worker: ~300 KiB of entries. A token is reused for its
+ * lifetime (15 min at auth-svc), so this covers thousands of active users
+ * per worker before anything is verified twice. */
+#define CACHE_ENTRIES 4096u
+#define CACHE_BUCKETS 8192u /* a power of two */
+#define NONE UINT32_MAX
 #define DIGEST_BYTES 32
 /* 2 KiB of claim text per cached token at most (a sub, an email and a few
  * roles take ~150 bytes): the cache stays under 4096 × 2 KiB = 8 MiB per
@@ -51,10 +58,11 @@ struct cached_claims {
 struct cache_entry {
     uint8_t digest[DIGEST_BYTES];
     uint32_t provider;
-    uint64_t generation;  /* of the provider's key set it was verified with */
-    int64_t valid_until;  /* exp + leeway: the first second it is no longer valid */
-    uint64_t last_used;
-    struct cached_claims *claims; /* NULL: free way */
+    uint32_t next;              /* in its bucket's chain, or the free list */
+    uint32_t lru_prev, lru_next; /* towards the most / least recently used */
+    uint64_t generation;        /* of the provider's key set it was verified with */
+    int64_t valid_until;        /* exp + leeway: the first second it is no longer valid */
+    struct cached_claims *claims; /* NULL: free */
 };
 
 struct provider_rt {
@@ -69,8 +77,10 @@ struct provider_rt {
 
 struct authn {
     struct loop *loop;
-    struct cache_entry *entries; /* CACHE_SETS × CACHE_WAYS */
-    uint64_t tick;
+    struct cache_entry *entries; /* CACHE_ENTRIES */
+    uint32_t *buckets;           /* CACHE_BUCKETS chain heads */
+    uint32_t lru_head, lru_tail; /* most and least recently used */
+    uint32_t free_head;
     unsigned char hash_key[crypto_generichash_KEYBYTES];
     int64_t now; /* 0: the real clock */
     struct authn_stats stats;
@@ -166,7 +176,10 @@ static bool is_b64url(unsigned char c)
 
 /* token68 (RFC 9110 §11.2) plus '.', the characters a JWT in some other
  * dress would be made of. */
-static bool is_token_char(unsigned char c) { return is_b64url(c) || c == '.' || c == '~' || c == '+' || c == '/' || c == '='; }
+static bool is_token_char(unsigned char c)
+{
+    return is_b64url(c) || c == '.' || c == '~' || c == '+' || c == '/' || c == '=';
+}
 
 /* Whether v holds something shaped like a JWT (a run of token characters
  * with two dots): a token sent without "Bearer ", under another scheme, or
@@ -253,10 +266,12 @@ static bool append_scalar(const json_t *v, char *out, size_t cap, size_t *n)
         s = num;
         break;
     case JSON_TRUE:
-        s = "true", len = 4;
+        s = "true";
+        len = 4;
         break;
     case JSON_FALSE:
-        s = "false", len = 5;
+        s = "false";
+        len = 5;
         break;
     default:
         return false;
@@ -367,17 +382,51 @@ static uint64_t key_generation(struct provider_rt *pr, struct jwks *k)
     return pr->generation;
 }
 
-static struct cache_entry *cache_set(struct authn *a, const uint8_t *digest)
+static uint32_t *bucket_of(struct authn *a, const uint8_t *digest)
 {
     uint64_t h;
     memcpy(&h, digest, sizeof h);
-    return &a->entries[(h % CACHE_SETS) * CACHE_WAYS];
+    return &a->buckets[h & (CACHE_BUCKETS - 1)];
 }
 
-static void entry_clear(struct authn *a, struct cache_entry *e)
+static void lru_unlink(struct authn *a, uint32_t i)
 {
+    struct cache_entry *e = &a->entries[i];
+    if (e->lru_prev != NONE)
+        a->entries[e->lru_prev].lru_next = e->lru_next;
+    else
+        a->lru_head = e->lru_next;
+    if (e->lru_next != NONE)
+        a->entries[e->lru_next].lru_prev = e->lru_prev;
+    else
+        a->lru_tail = e->lru_prev;
+}
+
+static void lru_push_front(struct authn *a, uint32_t i)
+{
+    struct cache_entry *e = &a->entries[i];
+    e->lru_prev = NONE;
+    e->lru_next = a->lru_head;
+    if (a->lru_head != NONE)
+        a->entries[a->lru_head].lru_prev = i;
+    else
+        a->lru_tail = i;
+    a->lru_head = i;
+}
+
+/* Unlinks entry i from its chain and the LRU list and frees it. */
+static void entry_remove(struct authn *a, uint32_t i)
+{
+    struct cache_entry *e = &a->entries[i];
+    uint32_t *link = bucket_of(a, e->digest);
+    while (*link != i)
+        link = &a->entries[*link].next;
+    *link = e->next;
+    lru_unlink(a, i);
     free(e->claims);
     e->claims = NULL;
+    e->next = a->free_head;
+    a->free_head = i;
     a->stats.entries--;
 }
 
@@ -386,54 +435,51 @@ static bool entry_is_stale(const struct authn *a, const struct cache_entry *e, i
     return now >= e->valid_until || e->generation != a->providers[e->provider].generation;
 }
 
-static struct cache_entry *cache_find(struct authn *a, uint32_t prov, const uint8_t *digest, uint64_t gen,
-                                      int64_t now)
+static struct cache_entry *cache_find(struct authn *a, uint32_t prov, const uint8_t *digest, int64_t now)
 {
-    struct cache_entry *set = cache_set(a, digest);
-    for (int w = 0; w < CACHE_WAYS; w++) {
-        struct cache_entry *e = &set[w];
+    for (uint32_t i = *bucket_of(a, digest); i != NONE; i = a->entries[i].next) {
+        struct cache_entry *e = &a->entries[i];
         /* Not constant time, and need not be: the digests are keyed, so
          * timing tells an attacker nothing about anyone's token. */
-        if (!e->claims || e->provider != prov || memcmp(e->digest, digest, DIGEST_BYTES) != 0)
+        if (e->provider != prov || memcmp(e->digest, digest, DIGEST_BYTES) != 0)
             continue;
-        if (e->generation != gen || now >= e->valid_until) {
-            entry_clear(a, e);
+        if (entry_is_stale(a, e, now)) {
+            entry_remove(a, i);
             a->stats.dropped++;
             return NULL;
         }
-        e->last_used = ++a->tick;
+        lru_unlink(a, i);
+        lru_push_front(a, i);
         return e;
     }
     return NULL;
 }
 
-/* Takes cc. */
+/* Takes cc. There is no live entry for (prov, digest): cache_find has just
+ * missed it. */
 static void cache_insert(struct authn *a, uint32_t prov, const uint8_t *digest, uint64_t gen, int64_t valid_until,
                          int64_t now, struct cached_claims *cc)
 {
-    struct cache_entry *set = cache_set(a, digest), *victim = NULL;
-    for (int w = 0; w < CACHE_WAYS && !(victim && !victim->claims); w++) {
-        struct cache_entry *e = &set[w];
-        if (!e->claims) {
-            victim = e;
-        } else if (entry_is_stale(a, e, now)) {
-            entry_clear(a, e);
+    if (a->free_head == NONE) {
+        uint32_t victim = a->lru_tail;
+        if (entry_is_stale(a, &a->entries[victim], now))
             a->stats.dropped++;
-            victim = e;
-        } else if (!victim || e->last_used < victim->last_used) {
-            victim = e;
-        }
+        else
+            a->stats.evictions++;
+        entry_remove(a, victim);
     }
-    if (victim->claims) {
-        entry_clear(a, victim);
-        a->stats.evictions++;
-    }
-    memcpy(victim->digest, digest, DIGEST_BYTES);
-    victim->provider = prov;
-    victim->generation = gen;
-    victim->valid_until = valid_until;
-    victim->last_used = ++a->tick;
-    victim->claims = cc;
+    uint32_t i = a->free_head;
+    struct cache_entry *e = &a->entries[i];
+    a->free_head = e->next;
+    memcpy(e->digest, digest, DIGEST_BYTES);
+    e->provider = prov;
+    e->generation = gen;
+    e->valid_until = valid_until;
+    e->claims = cc;
+    uint32_t *bucket = bucket_of(a, digest);
+    e->next = *bucket;
+    *bucket = i;
+    lru_push_front(a, i);
     a->stats.entries++;
     a->stats.inserts++;
 }
@@ -467,9 +513,10 @@ static void destroy(struct authn *a)
         free(pr->audiences);
     }
     if (a->entries)
-        for (size_t i = 0; i < CACHE_SETS * CACHE_WAYS; i++)
+        for (size_t i = 0; i < CACHE_ENTRIES; i++)
             free(a->entries[i].claims);
     free(a->entries);
+    free(a->buckets);
     free(a);
 }
 
@@ -510,8 +557,15 @@ struct authn *authn_new(struct loop *l, struct http1_client *client, const struc
         return NULL;
     a->loop = l;
     a->nproviders = n;
-    if (!(a->entries = calloc((size_t)CACHE_SETS * CACHE_WAYS, sizeof *a->entries)))
+    if (!(a->entries = calloc(CACHE_ENTRIES, sizeof *a->entries)) ||
+        !(a->buckets = malloc(CACHE_BUCKETS * sizeof *a->buckets)))
         goto fail;
+    for (uint32_t i = 0; i < CACHE_BUCKETS; i++)
+        a->buckets[i] = NONE;
+    for (uint32_t i = 0; i < CACHE_ENTRIES; i++)
+        a->entries[i].next = i + 1 < CACHE_ENTRIES ? i + 1 : NONE;
+    a->free_head = 0;
+    a->lru_head = a->lru_tail = NONE;
     randombytes_buf(a->hash_key, sizeof a->hash_key);
     for (size_t i = 0; i < n; i++) {
         const struct proxy_jwt_provider *p = &providers[i];
@@ -618,7 +672,7 @@ int authn_check(struct authn *a, const struct proxy_jwt_provider *p, enum proxy_
     crypto_generichash(digest, sizeof digest, (const unsigned char *)token.p, token.n, a->hash_key,
                        sizeof a->hash_key);
     int rc = 1;
-    struct cache_entry *e = keys ? cache_find(a, idx, digest, gen, now) : NULL;
+    struct cache_entry *e = keys ? cache_find(a, idx, digest, now) : NULL;
     if (e) {
         a->stats.hits++;
         if (pass_with(pr, e->claims, ar, res) < 0)

@@ -16,11 +16,12 @@
  * iss == issuer, and aud containing one of audiences (when configured).
  *
  * Verified tokens are remembered per worker (an ES256 verification costs
- * ~90 µs; a hit costs a keyed BLAKE2b hash of the token and a 4-way set
- * lookup): 4096 entries, keyed by provider and a 256-bit keyed hash of the
- * whole token string, each valid until the token's exp + leeway and only
- * while the provider's key set is the one it was verified with (any fetch
- * that replaces the set, rotation or periodic refresh, invalidates it).
+ * ~90 µs; a hit, a keyed BLAKE2b hash of the token and a hash-table
+ * lookup, under a microsecond): 4096 entries, least recently used out,
+ * keyed by provider and a 256-bit keyed hash of the whole token string,
+ * each valid until the token's exp + leeway and only while the provider's
+ * key set is the one it was verified with (any fetch that replaces the
+ * set, rotation or periodic refresh, invalidates it).
  *
  * Threads: one struct authn per worker loop, used on that loop's thread
  * only. The providers (and the config they belong to) must outlive it.
@@ -70,18 +71,21 @@ struct authn_result {
     const char *reason;       /* authn_reason_name(code); NULL when status is 0 */
     const char *message;      /* a sentence safe to show a client (no token bytes); NULL when status is 0 */
     /* Claims to forward, in claims_to_headers order: names are the
-     * provider's header strings, values are in the arena. Claims that are
+     * provider's header strings, values are in the arena: strings as they
+     * are, numbers and booleans as their JSON text, arrays of those joined
+     * with ",". Claims that are
      * absent, objects, arrays holding anything but strings, numbers and
      * booleans, longer than AUTHN_MAX_CLAIM_VALUE or holding control
      * characters are not forwarded. */
     struct http1_header *headers;
     size_t nheaders;
-    struct str sub;           /* the verified token's sub (in the arena), or empty */
+    struct str sub;           /* the verified token's sub (in the arena); empty when absent or
+                               * unsafe as above */
 };
 
-/* 1 KiB: a forwarded claim value longer than this is skipped, and so is a
- * sub for sub.  Headers of that size are already unusual; rate-limit keys
- * and logs need far less. */
+/* 1 KiB: a claim value longer than this is not forwarded, nor is such a
+ * sub reported. Header values of that size are already unusual, and
+ * rate-limit keys and logs need far less. */
 #define AUTHN_MAX_CLAIM_VALUE 1024
 
 /* Runs on the loop, later than authn_check, exactly once (unless cancelled).
@@ -95,14 +99,17 @@ typedef void (*authn_cb)(const struct authn_result *r, void *arg);
 struct authn *authn_new(struct loop *l, struct http1_client *client, const struct proxy_jwt_provider *providers,
                         size_t n);
 /* Frees a and its caches; checks still pending are dropped and their
- * callbacks never run. NULL-tolerant. Not from inside an authn_cb. */
+ * callbacks never run. NULL-tolerant. Allowed inside an authn_cb (when a
+ * request's completion drops the last reference to a config): the memory
+ * then goes once the delivery has unwound. */
 void authn_free(struct authn *a);
 
 /* Authenticates a request on a route using provider p (one of the
  * providers given to authn_new) in mode. headers are the request's fields.
  * Returns
  *   1 when answered at once in *res (no token, malformed, too large, a
- *     cache hit, any verdict reached with the current key set);
+ *     cache hit, any verdict reached with the current key set, or 503
+ *     when 1024 checks already wait for keys);
  *   0 when pending: the token's kid is not in the current key set (or no
  *     set has been fetched yet), so the answer waits for a fetch. cb(r, arg)
  *     runs later on the loop, never inside this call; *pending is set for
@@ -124,7 +131,7 @@ struct authn_stats {
     uint64_t hits;      /* checks answered from the cache */
     uint64_t misses;    /* checks with a token of acceptable size that the cache did not answer */
     uint64_t inserts;
-    uint64_t evictions; /* live entries pushed out to make room (LRU within a set) */
+    uint64_t evictions; /* live entries pushed out to make room (least recently used) */
     uint64_t dropped;   /* entries found expired, or verified with a key set since replaced */
     size_t entries;     /* held now */
 };

@@ -693,6 +693,8 @@ static void forward(struct fwd *f)
             str_eq_nocase(name, STR_LIT("X-Request-Id")) || str_eq_nocase(name, STR_LIT("traceparent")) ||
             str_eq_nocase(name, STR_LIT("X-Forwarded-Proto")) || str_eq_nocase(name, STR_LIT("X-Forwarded-Host")) ||
             str_eq_nocase(name, STR_LIT("Expect")) || is_claim_header(c, name) ||
+            (rt->jwt_mode != PROXY_JWT_OFF && !rt->jwt->forward_token &&
+             str_eq_nocase(name, STR_LIT("Authorization"))) ||
             in_list(hr->remove, hr->nremove, name) || in_ops(hr->set, hr->nset, name))
             continue;
         h[n++] = x->req.headers[i];

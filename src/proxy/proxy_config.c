@@ -258,7 +258,7 @@ static const struct {
 static int load_jwt_providers(struct ctx *x, struct proxy_config *c, json_t *arr)
 {
     static const char *const keys[] = { "name", "issuer", "audiences", "jwks_uri", "algorithms", "leeway_s",
-                                        "jwks_refresh_s", "max_token_bytes", "claims_to_headers", NULL };
+                                        "jwks_refresh_s", "max_token_bytes", "claims_to_headers", "forward_token", NULL };
     if (!arr)
         return 0;
     if (!json_is_array(arr) || json_array_size(arr) > 64)
@@ -287,6 +287,8 @@ static int load_jwt_providers(struct ctx *x, struct proxy_config *c, json_t *arr
             rc = get_u32(x, p, o, "jwks_refresh_s", 1, 86400, 300, &jp->jwks_refresh_s);
         if (rc == 0)
             rc = get_u32(x, p, o, "max_token_bytes", 64, 65536, 8192, &jp->max_token_bytes);
+        if (rc == 0)
+            rc = get_bool(x, p, o, "forward_token", true, &jp->forward_token);
         if (rc < 0)
             return rc;
         for (size_t j = 0; j + 1 < c->njwt_providers; j++)
@@ -391,6 +393,8 @@ static int load_rate_limits(struct ctx *x, struct proxy_config *c, json_t *arr)
             free(key);
             return rc;
         }
+        if (strchr(rl->name, ':')) /* Redis keys are strata:rl:NAME:KEY */
+            rc = fail(x, p, "name: must not contain ':'");
         rl->global = scope == 1;
         if (!key || !strcmp(key, "client_ip")) {
             rl->key = PROXY_RL_CLIENT_IP;

@@ -68,6 +68,7 @@ struct proxy_jwt_provider {
     uint32_t max_token_bytes; /* longer tokens are refused unparsed; default 8192 */
     struct proxy_claim_header *claims_to_headers;
     size_t nclaims;
+    bool forward_token;      /* keep Authorization upstream; default true (our services check it again) */
 };
 
 enum proxy_jwt_mode { PROXY_JWT_OFF, PROXY_JWT_OPTIONAL, PROXY_JWT_REQUIRED };
