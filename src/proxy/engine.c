@@ -424,9 +424,18 @@ static void rl_done(const struct rl_decision *d, void *arg)
 
 static bool waf_apply(struct fwd *f, const struct waf_result *r)
 {
+    bool block = f->route->waf.mode == PROXY_WAF_BLOCK;
+    if (r->error) {
+        /* Not inspected: blocking mode does not let it through unseen. */
+        log_error("waf could not inspect a request", LOG_STR("request_id", f->request_id),
+                  LOG_STR("error", strerror(-r->error)));
+        if (!block)
+            return true;
+        reply_error(f, 503, "waf_unavailable", "the request could not be inspected; retry later");
+        return false;
+    }
     if (!r->matched)
         return true;
-    bool block = f->route->waf.mode == PROXY_WAF_BLOCK;
     metrics_counter_add(metrics_counter_with(m_waf, route_name(f), block ? "blocked" : "detected"), 1);
     char ip[64];
     log_warn("waf", LOG_STR("action", block ? "blocked" : "detected"), LOG_STR("route", route_name(f)),
@@ -813,7 +822,12 @@ static void fwd_run(struct fwd *f)
             rc = waf_check(f->w->engine->waf, f->w->loop, &wr, waf_done, f, &f->waf);
             if (rc == 0)
                 return;
-            reply_error(f, 503, "waf_overloaded", "the web application firewall is saturated; retry later");
+            if (rc == -EMSGSIZE)
+                reply_error(f, 413, "body_too_large", "the request is too large to be inspected");
+            else if (rc == -EBUSY)
+                reply_error(f, 503, "waf_overloaded", "the web application firewall is saturated; retry later");
+            else
+                reply_error(f, 503, "waf_unavailable", "the request could not be inspected; retry later");
             return;
         }
         case ST_FORWARD:

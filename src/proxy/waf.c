@@ -37,7 +37,7 @@
 /* Settings from modsecurity.conf-recommended (v3.0.9), for a gateway that
  * inspects requests only. The body processor: ModSecurity picks urlencoded
  * and multipart from Content-Type itself, JSON and XML need rules 200000/1
- * (without them a JSON body is never parsed into ARGS and CRS sees nothing
+ * (without them a JSON body is not parsed into ARGS and CRS sees almost nothing
  * of it). 1 MiB without files: the listener's default max_body_bytes; a
  * larger JSON or form body is refused by 200002 rather than inspected in
  * part. SecPcreMatchLimit is refused by 3.0.9 ("not currently supported"). */
@@ -51,6 +51,7 @@ static const char WAF_ENGINE_RULES[] =
     "SecRequestBodyJsonDepthLimit 512\n"
     "SecArgumentsLimit 1000\n"
     "SecAuditEngine Off\n"
+    "SecXmlExternalEntity Off\n"
     "SecRule REQUEST_HEADERS:Content-Type \"^(?:application(?:/soap\\+|/)|text/)xml\" "
     "\"id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML\"\n"
     "SecRule REQUEST_HEADERS:Content-Type \"^application/(?:[a-z0-9.-]+\\+)?json\" "
@@ -110,12 +111,11 @@ struct waf_job {
     /* the request, copied: C strings where ModSecurity wants them */
     char *method, *target, *version, *client_ip, *server_ip, *request_id;
     int client_port, server_port;
-    struct waf_header *headers;
-    size_t nheaders;
     const char *body;
     size_t nbody;
     struct waf_result result;
-    char blob[];
+    size_t nheaders;
+    struct waf_header headers[]; /* then the bytes of every string above */
 };
 
 struct waf {
@@ -204,6 +204,11 @@ static long message_rule_id(const char *p, const char *end, const char **msg, si
             return -1; /* forged */
         found = idend + 9;
         id = v;
+        /* These rules' messages quote no input before their fields: the
+         * first candidate is theirs. (Were one forged in another rule's
+         * message, the real one still comes last and wins.) */
+        if (id == WAF_RULE_SCORE || id == 949110)
+            break;
     }
     if (!found)
         return -1;
@@ -397,11 +402,15 @@ out:
 
 /* ---- evaluation ---------------------------------------------------------- */
 
-/* True (and the result filled) when ModSecurity has decided to interrupt. */
-static bool intervened(Transaction *t, struct waf_result *r)
+/* True (and the result filled) when ModSecurity has decided to interrupt.
+ * The disruptive rule's message comes here, not to the log callback. */
+static bool intervened(Transaction *t, struct waf_eval *ev)
 {
+    struct waf_result *r = ev->r;
     ModSecurityIntervention it = { .status = 200 };
     int disruptive = msc_intervention(t, &it);
+    if (it.log)
+        on_log(ev, it.log);
     free(it.url);
     free(it.log);
     if (!disruptive)
@@ -427,14 +436,14 @@ static void evaluate(struct waf *w, struct waf_job *j)
         msc_add_n_request_header(t, (const unsigned char *)j->headers[i].name, j->headers[i].nname,
                                  (const unsigned char *)j->headers[i].value, j->headers[i].nvalue);
     msc_process_request_headers(t);
-    if (!intervened(t, r)) {
+    if (!intervened(t, &ev)) {
         if (j->nbody)
             msc_append_request_body(t, (const unsigned char *)j->body, j->nbody);
         /* Even without a body: phase 2 (where CRS totals the score and
          * blocks) only runs from here. */
-        if (!intervened(t, r)) {
+        if (!intervened(t, &ev)) {
             msc_process_request_body(t);
-            intervened(t, r);
+            intervened(t, &ev);
         }
     }
     msc_transaction_cleanup(t);
@@ -453,7 +462,8 @@ static void deliver(void *arg)
 static void post_result(struct waf_job *j)
 {
     /* loop_post allocates: on failure wait for memory rather than lose the
-     * result (the request would hang until its timeout), ~1 s at most. */
+     * result (the request would hang until its timeout), ~1 s at most; then
+     * the job is leaked: running cb here, on the wrong thread, is worse. */
     for (int i = 0; i < 100; i++) {
         if (loop_post(j->loop, deliver, j) == 0)
             return;
@@ -574,14 +584,15 @@ void waf_free(struct waf *w)
     free(w);
 }
 
-/* Appends s as a C string to the job's blob. */
-static char *put(char **at, const char *p, size_t n)
+/* Appends p[0..n) to the job's bytes; with a NUL when as_cstr. */
+static char *put(char **at, const char *p, size_t n, bool as_cstr)
 {
     char *s = *at;
     if (n)
         memcpy(s, p, n);
-    s[n] = '\0';
-    *at += n + 1;
+    *at += n;
+    if (as_cstr)
+        *(*at)++ = '\0';
     return s;
 }
 
@@ -613,6 +624,8 @@ int waf_check(struct waf *w, struct loop *l, const struct waf_request *req, waf_
     for (size_t i = 0; i < req->nheaders; i++)
         n += req->headers[i].name.n + req->headers[i].value.n;
 
+    if (n > WAF_QUEUE_MAX_BYTES)
+        return -EMSGSIZE;
     pthread_mutex_lock(&w->mu);
     RulesSet *rules = find_rules(w, req->paranoia, req->anomaly_threshold);
     int rc = w->is_stopping ? -ESHUTDOWN
@@ -633,32 +646,25 @@ int waf_check(struct waf *w, struct loop *l, const struct waf_request *req, waf_
     j->arg = arg;
     j->rules = rules;
     j->size = n;
-    j->headers = (struct waf_header *)j->blob;
     j->nheaders = req->nheaders;
-    char *at = j->blob + req->nheaders * sizeof(struct waf_header);
-    j->method = put(&at, req->method.p, req->method.n);
-    j->target = put(&at, req->target.p, req->target.n);
-    j->version = put(&at, req->version.p, req->version.n);
-    j->client_ip = put(&at, client_ip, strlen(client_ip));
-    j->server_ip = put(&at, server_ip, strlen(server_ip));
-    j->request_id = put(&at, req->request_id, nid);
+    char *at = (char *)(j->headers + req->nheaders);
+    j->method = put(&at, req->method.p, req->method.n, true);
+    j->target = put(&at, req->target.p, req->target.n, true);
+    j->version = put(&at, req->version.p, req->version.n, true);
+    j->client_ip = put(&at, client_ip, strlen(client_ip), true);
+    j->server_ip = put(&at, server_ip, strlen(server_ip), true);
+    j->request_id = put(&at, req->request_id, nid, true);
     j->client_port = req->client_port;
     j->server_port = req->server_port;
     for (size_t i = 0; i < req->nheaders; i++) {
         struct waf_header *h = &j->headers[i];
-        h->name = at;
         h->nname = req->headers[i].name.n;
-        memcpy(at, req->headers[i].name.p, h->nname);
-        at += h->nname;
-        h->value = at;
+        h->name = put(&at, req->headers[i].name.p, h->nname, false);
         h->nvalue = req->headers[i].value.n;
-        memcpy(at, req->headers[i].value.p, h->nvalue);
-        at += h->nvalue;
+        h->value = put(&at, req->headers[i].value.p, h->nvalue, false);
     }
-    j->body = at;
     j->nbody = req->body.n;
-    if (req->body.n)
-        memcpy(at, req->body.p, req->body.n);
+    j->body = put(&at, req->body.p, req->body.n, false);
 
     pthread_mutex_lock(&w->mu);
     /* checked again: the bound is what is queued now, not before the copy */
