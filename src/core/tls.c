@@ -4,6 +4,7 @@
 #include "core/tls.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -422,6 +423,16 @@ static ssize_t tls_writev(struct sock *s, const struct iovec *iov, int iovcnt)
     }
 }
 
+/* Server-side handshakes of the whole process, for metrics. */
+static _Atomic uint64_t hs_ok, hs_resumed, hs_failed;
+
+void tls_server_handshake_stats(struct tls_handshake_stats *out)
+{
+    out->completed = atomic_load_explicit(&hs_ok, memory_order_relaxed);
+    out->resumed = atomic_load_explicit(&hs_resumed, memory_order_relaxed);
+    out->failed = atomic_load_explicit(&hs_failed, memory_order_relaxed);
+}
+
 static int tls_handshake(struct sock *s)
 {
     if (SSL_is_init_finished(s->tls))
@@ -429,9 +440,19 @@ static int tls_handshake(struct sock *s)
     ERR_clear_error();
     errno = 0;
     int ret = SSL_do_handshake(s->tls);
-    if (ret == 1)
+    bool server = SSL_is_server(s->tls);
+    if (ret == 1) {
+        if (server) {
+            atomic_fetch_add_explicit(&hs_ok, 1, memory_order_relaxed);
+            if (SSL_session_reused(s->tls))
+                atomic_fetch_add_explicit(&hs_resumed, 1, memory_order_relaxed);
+        }
         return 0;
-    return io_result(s, ret, "handshake", -ECONNRESET);
+    }
+    int rc = io_result(s, ret, "handshake", -ECONNRESET);
+    if (server && rc < 0 && rc != -EAGAIN)
+        atomic_fetch_add_explicit(&hs_failed, 1, memory_order_relaxed);
+    return rc;
 }
 
 static void tls_shutdown(struct sock *s)

@@ -223,4 +223,11 @@ int tls_peer_uri_san(const struct sock *s, char *out, size_t outsz);
  * error recorded; err says so). */
 int tls_sock_error(const struct sock *s, struct tls_error *err);
 
+/* Server-side handshakes in this process (all contexts, all threads):
+ * completed (of which resumed from a session ticket) and failed. */
+struct tls_handshake_stats {
+    uint64_t completed, resumed, failed;
+};
+void tls_server_handshake_stats(struct tls_handshake_stats *out);
+
 #endif

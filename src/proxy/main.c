@@ -305,6 +305,28 @@ static double active_connections(void *arg)
     return n;
 }
 
+static double tls_completed(void *arg)
+{
+    (void)arg;
+    struct tls_handshake_stats st;
+    tls_server_handshake_stats(&st);
+    return (double)st.completed;
+}
+static double tls_resumed(void *arg)
+{
+    (void)arg;
+    struct tls_handshake_stats st;
+    tls_server_handshake_stats(&st);
+    return (double)st.resumed;
+}
+static double tls_failed(void *arg)
+{
+    (void)arg;
+    struct tls_handshake_stats st;
+    tls_server_handshake_stats(&st);
+    return (double)st.failed;
+}
+
 static int usage(FILE *f)
 {
     fprintf(f, "usage: strata-proxy --config FILE [--workers N]\n"
@@ -492,6 +514,13 @@ int main(int argc, char **argv)
     }
     metrics_gauge_func(metrics_default(), "strata_proxy_active_connections", "Client connections open, all listeners.",
                        active_connections, NULL);
+    metrics_counter_func(metrics_default(), "strata_proxy_tls_handshakes_total",
+                         "TLS handshakes completed on the listeners.", tls_completed, NULL);
+    metrics_counter_func(metrics_default(), "strata_proxy_tls_resumptions_total",
+                         "TLS handshakes that resumed a session (ticket).", tls_resumed, NULL);
+    metrics_counter_func(metrics_default(), "strata_proxy_tls_handshake_failures_total",
+                         "TLS handshakes that failed (protocol, version, certificate or cipher mismatch).",
+                         tls_failed, NULL);
     health = health_start(main_loop, current, NULL);
     for (size_t j = 0; j < nlisteners; j++) {
         char a[80];

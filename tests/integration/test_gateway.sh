@@ -27,6 +27,8 @@ STACK_PIDS+=("$!")
 mkdir -p "$STACK_WORK/tls"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost -keyout "$STACK_WORK/tls/key.pem" -out "$STACK_WORK/tls/cert.pem" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=rsa.test \
+  -addext subjectAltName=DNS:rsa.test -keyout "$STACK_WORK/tls/rsa.key" -out "$STACK_WORK/tls/rsa.pem" 2>/dev/null
 
 write_config() { # VERSION PONG
 cat >"$STACK_WORK/gw.json" <<JSON
@@ -34,7 +36,8 @@ cat >"$STACK_WORK/gw.json" <<JSON
  "admin": {"address": "127.0.0.1:$admin"},
  "listeners": [{"name": "http", "address": "127.0.0.1:$port", "max_body_bytes": 65536, "header_timeout_ms": 500},
                {"name": "https", "address": "127.0.0.1:$tport",
-                "tls": {"certificates": [{"cert_file": "$STACK_WORK/tls/cert.pem", "key_file": "$STACK_WORK/tls/key.pem"}],
+                "tls": {"certificates": [{"cert_file": "$STACK_WORK/tls/cert.pem", "key_file": "$STACK_WORK/tls/key.pem"},
+                                         {"cert_file": "$STACK_WORK/tls/rsa.pem", "key_file": "$STACK_WORK/tls/rsa.key"}],
                         "hsts": {"max_age_s": 31536000, "include_subdomains": true}}},
                {"name": "redirect", "address": "127.0.0.1:$rport", "redirect_https_port": $tport},
                {"name": "limited", "address": "127.0.0.1:$lport", "max_connections_per_ip": 2}],
@@ -107,6 +110,28 @@ out=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: localhost
 [ "$(curl -s -L --cacert "$STACK_WORK/tls/cert.pem" --resolve "localhost:$rport:127.0.0.1" --resolve "localhost:$tport:127.0.0.1" \
   "http://localhost:$rport/v1/hello/followed")" = '{"hello":"followed"}' ] || stack_fail "following the HTTPS redirect"
 ok "HSTS, HTTP→HTTPS redirect (308)"
+
+# --- TLS: 1.2 and 1.3, ECDSA and RSA chosen by SNI, resumption, handshake metrics
+sc() { openssl s_client -connect "127.0.0.1:$tport" "$@" </dev/null 2>&1; }
+out=$(sc -tls1_3 -servername localhost)
+[[ "$out" == *"TLSv1.3"* && "$out" == *"CN = localhost"* && "$out" == *"Server public key is 256 bit"* ]] \
+  || stack_fail "TLS 1.3 ECDSA: $(echo "$out" | grep -E 'Protocol|public key|subject')"
+out=$(sc -tls1_2 -servername rsa.test); [[ "$out" == *"TLSv1.2"* && "$out" == *"CN = rsa.test"* ]] \
+  || stack_fail "TLS 1.2 RSA by SNI: $(echo "$out" | grep -E 'Protocol|subject')"
+echo "$out" | grep -q "Server public key is 2048 bit" || stack_fail "RSA certificate for rsa.test"
+out=$(sc -tls1_3 -servername unknown.test); [[ "$out" == *"CN = localhost"* ]] || stack_fail "default certificate for an unknown name"
+out=$(sc -tls1_1 -servername localhost) && stack_fail "TLS 1.1 accepted: $out"
+out=$(sc -alpn http/1.1 -servername localhost); [[ "$out" == *"ALPN protocol: http/1.1"* ]] || stack_fail "ALPN"
+printf 'GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
+  openssl s_client -connect "127.0.0.1:$tport" -servername localhost -tls1_2 -sess_out "$STACK_WORK/sess" -quiet >/dev/null 2>&1 || true
+out=$(printf 'GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
+  openssl s_client -connect "127.0.0.1:$tport" -servername localhost -tls1_2 -sess_in "$STACK_WORK/sess" 2>&1 || true)
+[[ "$out" == *"Reused, TLSv1.2"* ]] || stack_fail "session resumption: $(echo "$out" | grep -E 'New|Reused')"
+m=$(curl -s "$GW_ADMIN/metrics")
+echo "$m" | grep -Eq '^strata_proxy_tls_handshakes_total [1-9]' || stack_fail "handshake metric"
+echo "$m" | grep -Eq '^strata_proxy_tls_resumptions_total [1-9]' || stack_fail "resumption metric"
+echo "$m" | grep -Eq '^strata_proxy_tls_handshake_failures_total [1-9]' || stack_fail "handshake failure metric"
+ok "TLS 1.2 and 1.3, ECDSA and RSA by SNI, default certificate, TLS 1.1 refused, ALPN, resumption, handshake metrics"
 
 # --- active health checks eject the dead endpoint; nothing fails meanwhile
 unhealthy() { curl -s "$GW_ADMIN/config" | jq -e --arg e "127.0.0.1:$dead" '.endpoints[] | select(.endpoint == $e) | .healthy == false' >/dev/null; }
