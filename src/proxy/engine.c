@@ -136,7 +136,10 @@ int engine_worker_init(struct worker *w, struct engine *e, struct loop *l, struc
     w->engine = e;
     w->loop = l;
     w->index = index;
-    w->client = http1_client_new(l, NULL);
+    /* Idle upstream connections kept per endpoint: at least as many as the
+     * requests a worker has in flight to it, or every burst above the bound
+     * costs a new connection (and the backend an accept). */
+    w->client = http1_client_new(l, &(struct http1_client_config){ .max_idle_per_upstream = 1024 });
     if (!w->client)
         return -ENOMEM;
     w->gen = gen_new(w, c);
@@ -188,7 +191,8 @@ struct fwd {
     struct str sub;
     struct rl_decision rl_decision;
     bool has_rl_decision;
-    struct trace_span *span, *up_span;
+    struct trace_span *span, *up_span; /* only while the tracer exports */
+    struct trace_ctx trace;             /* the server span's context, always */
     const char *reason;         /* of the proxy's own error, or "" */
     char request_id[129];
 };
@@ -728,13 +732,21 @@ static void forward(struct fwd *f)
         h[n++] = (struct http1_header){ str_from_cstr(hr->set[i].name), str_from_cstr(hr->set[i].value) };
     for (size_t i = 0; i < hr->nadd; i++)
         h[n++] = (struct http1_header){ str_from_cstr(hr->add[i].name), str_from_cstr(hr->add[i].value) };
-    /* traceparent: the upstream span's context, child of the server span. */
-    f->up_span = trace_span_start(f->w->tracer, "upstream", TRACE_SPAN_CLIENT, trace_span_ctx(f->span));
+    /* traceparent: the upstream span's context, child of the server span
+     * (without an exporter, the ids alone: no span is recorded). */
+    struct trace_ctx up = f->trace;
+    if (f->span) {
+        f->up_span = trace_span_start(f->w->tracer, "upstream", TRACE_SPAN_CLIENT, &f->trace);
+        if (f->up_span)
+            up = *trace_span_ctx(f->up_span);
+        trace_span_set_attr_str(f->up_span, "server.address", str_from_cstr(f->ep->name));
+        trace_span_set_attr_str(f->up_span, "strata.cluster", str_from_cstr(f->cluster->name));
+    } else {
+        rand_hex(up.span_id, 8);
+    }
     char *tp = arena_alloc(a, TRACE_TRACEPARENT_LEN + 1);
-    if (tp && f->up_span && trace_format_traceparent(trace_span_ctx(f->up_span), tp) == 0)
+    if (tp && trace_format_traceparent(&up, tp) == 0)
         h[n++] = (struct http1_header){ STR_LIT("traceparent"), str_from_cstr(tp) };
-    trace_span_set_attr_str(f->up_span, "server.address", str_from_cstr(f->ep->name));
-    trace_span_set_attr_str(f->up_span, "strata.cluster", str_from_cstr(f->cluster->name));
 
     struct http1_client_request req = {
         .addr = f->ep->addr,
@@ -865,7 +877,19 @@ void engine_handle(struct http1_exchange *x, void *arg)
     struct trace_ctx parent;
     const struct http1_header *tph = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("traceparent"));
     bool has_parent = tph && trace_parse_traceparent(tph->value, &parent) == 0;
-    f->span = trace_span_start(w->tracer, "gateway", TRACE_SPAN_SERVER, has_parent ? &parent : NULL);
+    if (trace_tracer_is_enabled(w->tracer))
+        f->span = trace_span_start(w->tracer, "gateway", TRACE_SPAN_SERVER, has_parent ? &parent : NULL);
+    if (f->span) {
+        f->trace = *trace_span_ctx(f->span);
+    } else {
+        if (has_parent) {
+            f->trace = parent;
+        } else {
+            rand_hex(f->trace.trace_id, 16);
+            f->trace.flags = 1;
+        }
+        rand_hex(f->trace.span_id, 8);
+    }
     /* RFC 9112 §3.2.2: in absolute form the authority is the target host. */
     f->host = x->req.authority.n ? x->req.authority : x->req.host;
 
@@ -925,7 +949,7 @@ void engine_complete(struct http1_exchange *x, int status, void *arg)
              LOG_STR("cluster", f->cluster ? f->cluster->name : ""), LOG_STR("upstream", f->ep ? f->ep->name : ""),
              LOG_INT("status", status), LOG_STR("reason", f->reason), LOG_INT("duration_ms", (int64_t)(secs * 1000)),
              LOG_STR("client", net_addr_ip(&x->peer, ip, sizeof ip)), LOG_STR("request_id", f->request_id),
-             LOG_STR("trace_id", f->span ? trace_span_ctx(f->span)->trace_id : ""));
+             LOG_STR("trace_id", f->trace.trace_id));
     if (f->up_span)
         trace_span_end(f->up_span);
     if (f->span) {
