@@ -663,23 +663,30 @@ static void forward(struct fwd *f)
         return;
     }
 
-    /* Target: the path with the route's prefix rewritten, then the query. */
-    struct str path = x->req.path;
-    size_t tlen = path.n + x->req.query.n + (rt->rewrite_prefix ? strlen(rt->rewrite_prefix) : 0) + 2;
-    char *target = arena_alloc(a, tlen + 1);
-    if (!target) {
-        reply_error(f, 503, "out_of_memory", "out of memory");
-        return;
-    }
-    if (rt->rewrite_prefix) {
-        size_t pre = strlen(rt->prefix);
-        snprintf(target, tlen + 1, "%s%.*s", rt->rewrite_prefix, (int)(path.n - pre), path.p + pre);
-    } else {
-        snprintf(target, tlen + 1, "%.*s", STR_FMT(path));
-    }
-    if (x->req.query.n) {
-        size_t l = strlen(target);
-        snprintf(target + l, tlen + 1 - l, "?%.*s", STR_FMT(x->req.query));
+    /* Target: as received (origin form), or the path with the route's
+     * prefix rewritten (or taken out of absolute form), then the query. */
+    struct str target = x->req.target;
+    if (rt->rewrite_prefix || x->req.is_absolute_form) {
+        struct str path = x->req.path, pre = rt->rewrite_prefix ? str_from_cstr(rt->rewrite_prefix) : STR_NULL;
+        if (rt->rewrite_prefix) {
+            size_t cut = strlen(rt->prefix);
+            path = str_make(path.p + cut, path.n - cut);
+        }
+        size_t tlen = pre.n + path.n + (x->req.query.n ? x->req.query.n + 1 : 0);
+        char *t = arena_alloc(a, tlen + 1);
+        if (!t) {
+            reply_error(f, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        char *p = t;
+        memcpy(p, pre.p, pre.n), p += pre.n;
+        memcpy(p, path.p, path.n), p += path.n;
+        if (x->req.query.n) {
+            *p++ = '?';
+            memcpy(p, x->req.query.p, x->req.query.n), p += x->req.query.n;
+        }
+        *p = '\0';
+        target = str_make(t, tlen);
     }
 
     /* Headers: end-to-end fields pass; ours are set fresh. */
@@ -714,17 +721,19 @@ static void forward(struct fwd *f)
     }
     for (size_t i = 0; i < f->nclaims; i++)
         h[n++] = f->claims[i];
-    size_t xl = prior_xff.n + strlen(peer) + 3;
-    char *xff = arena_alloc(a, xl);
+    size_t pl = strlen(peer), xl = prior_xff.n ? prior_xff.n + 2 + pl : pl;
+    char *xff = arena_alloc(a, xl + 1);
     if (!xff) {
         reply_error(f, 503, "out_of_memory", "out of memory");
         return;
     }
-    if (prior_xff.n)
-        snprintf(xff, xl, "%.*s, %s", STR_FMT(prior_xff), peer);
-    else
-        snprintf(xff, xl, "%s", peer);
-    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-For"), str_from_cstr(xff) };
+    char *xp = xff;
+    if (prior_xff.n) {
+        memcpy(xp, prior_xff.p, prior_xff.n), xp += prior_xff.n;
+        memcpy(xp, ", ", 2), xp += 2;
+    }
+    memcpy(xp, peer, pl + 1);
+    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-For"), str_make(xff, xl) };
     h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Proto"), f->sv->l->tls ? STR_LIT("https") : STR_LIT("http") };
     h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Host"), f->host };
     h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) };
@@ -751,7 +760,7 @@ static void forward(struct fwd *f)
     struct http1_client_request req = {
         .addr = f->ep->addr,
         .method = x->req.method,
-        .target = str_from_cstr(target),
+        .target = target,
         .host = rt->rewrite_host ? str_from_cstr(rt->rewrite_host) : f->host,
         .headers = h,
         .nheaders = n,
