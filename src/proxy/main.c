@@ -330,10 +330,10 @@ static double tls_failed(void *arg)
 static int usage(FILE *f)
 {
     fprintf(f, "usage: strata-proxy --config FILE [--workers N]\n"
-               "       strata-proxy --from HOST:PORT --to http://HOST:PORT [--cert FILE --key FILE] [--workers N]\n"
+               "       strata-proxy [--from HOST:PORT] --to http://HOST:PORT [--cert FILE --key FILE] [--workers N]\n"
                "\n"
                "  --config FILE   the proxy config (JSON; docs/gateway.md); SIGHUP reloads it\n"
-               "  --from ADDR     quick mode: listen on ADDR and forward everything to --to\n"
+               "  --from ADDR     quick mode: listen on ADDR (default 127.0.0.1:8080, :8443 with --cert)\n"
                "  --to URL        quick mode: the upstream, http://HOST:PORT (numeric host)\n"
                "  --cert, --key   quick mode: serve TLS with this PEM certificate and key\n"
                "  --workers N     worker threads, 1..64 (default: one per core)\n");
@@ -412,13 +412,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "strata-proxy: %s\n", err);
             return 2;
         }
-    } else if (from && to) {
+    } else if (to) {
+        if (!from) /* the gateway's default ports */
+            from = cert ? "127.0.0.1:8443" : "127.0.0.1:8080";
         if (proxy_config_quick(from, to, cert, key, &boot, err, sizeof err) < 0) {
             fprintf(stderr, "strata-proxy: %s\n", err);
             return 2;
         }
     } else {
-        fprintf(stderr, "strata-proxy: %s is required\n", from ? "--to" : to ? "--from" : "--config FILE (or --from and --to)");
+        fprintf(stderr, "strata-proxy: %s is required\n", from ? "--to" : "--config FILE (or --to)");
         return 2;
     }
     log_init("strata-proxy");

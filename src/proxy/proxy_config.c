@@ -820,13 +820,27 @@ static int load_tls(struct ctx *x, const char *path, struct proxy_listener *li, 
     return 0;
 }
 
+static int load_listener_list(struct ctx *x, struct proxy_config *c, json_t *arr);
+
 static int load_listeners(struct ctx *x, struct proxy_config *c, json_t *arr)
+{
+    json_t *dflt = NULL;
+    if (!arr) /* the gateway's default: plain HTTP on 127.0.0.1:8080 */
+        arr = dflt = json_pack("[{s:s, s:s}]", "name", "http", "address", "127.0.0.1:8080");
+    if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > 16) {
+        json_decref(dflt);
+        return arr ? fail(x, "$.listeners", "expected 1..16 listeners") : -ENOMEM;
+    }
+    int rc0 = load_listener_list(x, c, arr);
+    json_decref(dflt);
+    return rc0;
+}
+
+static int load_listener_list(struct ctx *x, struct proxy_config *c, json_t *arr)
 {
     static const char *const keys[] = { "name", "address", "tls", "redirect_https_port", "max_connections",
                                         "max_connections_per_ip", "header_timeout_ms", "idle_timeout_ms",
                                         "body_timeout_ms", "max_header_bytes", "max_body_bytes", NULL };
-    if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > 16)
-        return fail(x, "$.listeners", "expected 1..16 listeners");
     c->listeners = calloc(json_array_size(arr), sizeof *c->listeners);
     if (!c->listeners)
         return -ENOMEM;

@@ -227,13 +227,16 @@ ok "config errors name the file and the field"
 
 # --- quick mode
 qport=$(stack_port)
-"$STRATA_BUILD_DIR/strata-proxy" --from "127.0.0.1:$qport" --to "http://127.0.0.1:$A_PORT" --workers 1 >"$STACK_WORK/quick.log" 2>&1 &
+"$STRATA_BUILD_DIR/strata" proxy --from "127.0.0.1:$qport" --to "http://127.0.0.1:$A_PORT" --workers 1 >"$STACK_WORK/quick.log" 2>&1 &
 qpid=$!; STACK_PIDS+=("$qpid")
 quick() { [ "$(curl -s "http://127.0.0.1:$qport/v1/hello/q")" = '{"hello":"q"}' ]; }
 stack_wait 10 quick || stack_fail "quick mode"
 if msg=$("$STRATA_BUILD_DIR/strata-proxy" --from 127.0.0.1:0 --to ftp://x 2>&1); then stack_fail "bad --to accepted"; fi
 [[ "$msg" == *'--to: expected http://HOST:PORT'* ]] || stack_fail "quick mode error: $msg"
-ok "quick mode (--from/--to)"
+"$STRATA_BUILD_DIR/strata" proxy --help | grep -q -- '--to URL' || stack_fail "strata proxy --help"
+if msg=$("$STRATA_BUILD_DIR/strata" nosuch 2>&1); then stack_fail "unknown command accepted"; fi
+[[ "$msg" == *'unknown command "nosuch"'* ]] || stack_fail "unknown command message: $msg"
+ok "quick mode: strata proxy --from/--to; CLI help and errors"
 
 # --- drain through the admin API: readiness fails, the process exits 0
 curl -s -X POST "$GW_ADMIN/drain" >/dev/null
