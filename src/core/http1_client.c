@@ -515,7 +515,9 @@ static void cconn_io_cb(struct loop_io *io, unsigned events)
             return;
         }
         if (rc < 0) {
-            cconn_fail(cc, -ECONNREFUSED);
+            /* A TLS handshake that failed: the peer's certificate was not
+             * trusted or not the identity expected, or TLS itself failed. */
+            cconn_fail(cc, -EKEYREJECTED);
             return;
         }
         cconn_begin(cc);

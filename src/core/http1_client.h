@@ -71,7 +71,8 @@ struct http1_client_response {
 };
 
 /* err 0 and resp set on a response (any status); otherwise a negative errno:
- * -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EPROTO (malformed response),
+ * -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EKEYREJECTED (the TLS handshake
+ * failed: untrusted or unexpected peer certificate), -EPROTO (malformed response),
  * -EMSGSIZE (response over max_response_body), -ENOMEM. resp and its views
  * are valid only during the callback. */
 typedef void (*http1_client_cb)(int err, const struct http1_client_response *resp, void *arg);

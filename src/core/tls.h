@@ -230,4 +230,30 @@ struct tls_handshake_stats {
 };
 void tls_server_handshake_stats(struct tls_handshake_stats *out);
 
+/* ---- one port for TLS and plaintext (mesh PERMISSIVE mode) -------------- */
+
+/* Turns the accepted plain sock s (fd set, non-blocking) into a "sniffing"
+ * transport on server ctx c, for a port that serves both TLS (mTLS) and
+ * plaintext clients. Its handshake peeks (MSG_PEEK, nothing consumed) at
+ * the first byte: until one is there it returns -EAGAIN with want =
+ * LOOP_READ; 0x16 (a TLS handshake record, every ClientHello) makes s a
+ * TLS server connection on c, as tls_sock_server, and the TLS handshake
+ * goes on in the same call; any other byte makes s plain (sock_plain_ops)
+ * and the handshake returns 0. EOF before any byte: -ECONNRESET.
+ * After the handshake, tls_sock_is_tls(s) tells which it became.
+ * A read or writev before the decision first drives it, as TLS does.
+ * Until the decision s holds a reference on c (then the TLS connection
+ * holds its own, or none is kept) and nothing is allocated; sock_close
+ * drops it. 0, or -EINVAL (c NULL, s not a plain sock). Works as an
+ * http1_server wrap: the server times the sniff and the TLS handshake
+ * together with header_timeout_ms. Call on s's loop thread. */
+int tls_sock_server_sniff(struct tls_server_ctx *c, struct sock *s);
+
+/* Sniffed connections in this process (all threads): decided plaintext,
+ * decided TLS, and closed before their first byte (EOF, error, timeout). */
+struct tls_sniff_stats {
+    uint64_t plain, tls, abandoned;
+};
+void tls_sniff_stats(struct tls_sniff_stats *out);
+
 #endif

@@ -23,13 +23,15 @@
 #include "core/rand.h"
 #include "core/trace.h"
 #include "proxy/authn.h"
+#include "proxy/authz.h"
 #include "proxy/ratelimit.h"
+#include "proxy/resilience.h"
 #include "proxy/waf.h"
 
 /* ---- metrics --------------------------------------------------------------- */
 
 static struct metrics_family *m_requests, *m_duration, *m_upstream_rq, *m_connect_fail, *m_timeouts, *m_limited,
-    *m_waf, *m_jwt;
+    *m_waf, *m_jwt, *m_rbac;
 
 void engine_metrics_init(void)
 {
@@ -55,6 +57,9 @@ void engine_metrics_init(void)
                              METRICS_LABELS("route", "action"), &m_waf);
     metrics_register_counter(r, "strata_proxy_jwt_rejected_total", "Requests refused by JWT authentication.",
                              METRICS_LABELS("route", "reason"), &m_jwt);
+    metrics_register_counter(r, "strata_proxy_rbac_denied_total",
+                             "Inbound requests denied by authorization, by deciding policy.", METRICS_LABELS("policy"),
+                             &m_rbac);
 }
 
 /* ---- generations --------------------------------------------------------------- */
@@ -73,7 +78,22 @@ struct gen {
     struct route_metrics *rm;       /* per route */
     struct route_metrics none;      /* requests that matched no route */
     struct metrics_counter **upstream_by_class; /* per cluster × 6 */
+    struct up_tls *up_tls;          /* per cluster; ctx NULL: plain HTTP */
 };
+
+/* A cluster's upstream TLS at run time: the client context (our workload
+ * certificate and the trust bundle) and the identity to verify. */
+struct up_tls {
+    struct tls_client_ctx *ctx;
+    const struct proxy_upstream_tls *cfg;
+};
+
+static int wrap_upstream(struct sock *s, void *arg)
+{
+    struct up_tls *u = arg;
+    struct tls_client_conn_opts o = { .expected_spiffe_id = u->cfg->spiffe_id };
+    return tls_sock_client(u->ctx, s, u->cfg->sni, &o);
+}
 
 static const char *const class_names[6] = { "none", "1xx", "2xx", "3xx", "4xx", "5xx" };
 
@@ -82,6 +102,14 @@ static void route_metrics_init(struct route_metrics *m, const char *route)
     for (int k = 0; k < 6; k++)
         m->by_class[k] = metrics_counter_with(m_requests, route, class_names[k]);
     m->duration = metrics_histogram_with(m_duration, route);
+}
+
+static void gen_free_tls(struct gen *g)
+{
+    for (size_t i = 0; g->up_tls && i < g->cfg->nclusters; i++)
+        if (g->up_tls[i].ctx)
+            tls_client_ctx_unref(g->up_tls[i].ctx);
+    free(g->up_tls);
 }
 
 static struct gen *gen_new(struct worker *w, struct proxy_config *c)
@@ -104,6 +132,20 @@ static struct gen *gen_new(struct worker *w, struct proxy_config *c)
     for (size_t i = 0; i < c->nclusters; i++)
         for (int k = 0; k < 6; k++)
             g->upstream_by_class[i * 6 + k] = metrics_counter_with(m_upstream_rq, c->clusters[i].name, class_names[k]);
+    if (!(g->up_tls = calloc(c->nclusters + 1, sizeof *g->up_tls)))
+        goto fail;
+    for (size_t i = 0; i < c->nclusters; i++) {
+        const struct proxy_upstream_tls *t = c->clusters[i].tls;
+        if (!t)
+            continue;
+        struct tls_client_config tc = { .ca_file = t->ca_file, .cert_file = t->cert_file, .key_file = t->key_file };
+        struct tls_error terr;
+        g->up_tls[i].cfg = t;
+        if (!(g->up_tls[i].ctx = tls_client_ctx_new(&tc, &terr))) {
+            /* The files were readable when the config loaded; now they are not. */
+            log_error("upstream TLS unavailable", LOG_STR("cluster", c->clusters[i].name), LOG_STR("error", terr.msg));
+        }
+    }
     if (c->njwt_providers && !(g->authn = authn_new(w->loop, w->client, c->jwt_providers, c->njwt_providers)))
         goto fail;
     if (c->redis_url && !(g->rl_global = rl_global_new(w->loop, c->redis_url)))
@@ -111,6 +153,7 @@ static struct gen *gen_new(struct worker *w, struct proxy_config *c)
     return g;
 fail:
     authn_free(g->authn);
+    gen_free_tls(g);
     free(g->rr);
     free(g->rm);
     free(g->upstream_by_class);
@@ -124,6 +167,7 @@ static void gen_unref(struct gen *g)
         return;
     authn_free(g->authn);
     rl_global_free(g->rl_global);
+    gen_free_tls(g);
     proxy_config_unref(g->cfg);
     free(g->rr);
     free(g->rm);
@@ -176,6 +220,7 @@ struct fwd {
     struct worker *w;
     struct gen *g;
     const struct proxy_route *route;
+    const struct proxy_destination *dest;
     const struct proxy_cluster *cluster;
     struct proxy_endpoint *ep;
     enum stage stage;
@@ -194,6 +239,8 @@ struct fwd {
     struct trace_span *span, *up_span; /* only while the tracer exports */
     struct trace_ctx trace;             /* the server span's context, always */
     const char *reason;         /* of the proxy's own error, or "" */
+    const char *peer_id;        /* inbound: the verified peer's SPIFFE ID, or NULL */
+    char *xfcc;                 /* inbound: x-forwarded-client-cert to send, or NULL */
     char request_id[129];
 };
 
@@ -463,32 +510,74 @@ static void waf_done(const struct waf_result *r, void *arg)
 
 /* ---- balancing ------------------------------------------------------------------- */
 
-static struct proxy_endpoint *pick_endpoint(struct fwd *f, const struct proxy_cluster *cl)
+static bool is_ejected(const struct proxy_cluster *cl, size_t i, uint64_t now)
 {
-    size_t n = cl->nendpoints, ci = (size_t)(cl - f->g->cfg->clusters);
-    if (cl->lb == PROXY_LB_LEAST_REQUEST && n > 1) {
-        /* Power of two choices: two distinct random endpoints, the one with
-         * fewer requests in flight (all workers) wins; an unhealthy one
-         * never does. Both unhealthy: the scan below finds a healthy one. */
-        size_t i = rand_below(n), j = rand_below(n - 1);
+    return cl->resil && resil_is_ejected(cl->resil, i, now);
+}
+
+/* Locality tier of an endpoint for this proxy: 0 same zone, 1 same region, 2 elsewhere. */
+static int tier_of(const struct proxy_config *c, const struct proxy_endpoint *e)
+{
+    if (c->zone && e->zone && !strcmp(c->zone, e->zone))
+        return 0;
+    if (c->region && e->region && !strcmp(c->region, e->region))
+        return 1;
+    return 2;
+}
+
+/* An endpoint of d (its subset, if any) that is healthy and not ejected,
+ * in the nearest locality that has one; avoid (a retry's previous
+ * endpoint) only when there is another. Round robin or power of two
+ * choices among those. NULL: none eligible (*why says which). */
+static struct proxy_endpoint *pick_endpoint(struct fwd *f, const struct proxy_destination *d,
+                                            const struct proxy_endpoint *avoid, const char **why)
+{
+    const struct proxy_cluster *cl = d->cluster;
+    const struct proxy_config *c = f->g->cfg;
+    size_t total = d->subset ? d->subset->nmembers : cl->nendpoints, ci = (size_t)(cl - c->clusters);
+    uint16_t cand[1024];
+    size_t nc = 0, nhealthy = 0;
+    int best = 3;
+    bool local = cl->locality_aware && (c->zone || c->region);
+    uint64_t now = loop_now_ms(f->w->loop);
+    for (size_t k = 0; k < total; k++) {
+        size_t i = d->subset ? d->subset->members[k] : k;
+        const struct proxy_endpoint *e = &cl->endpoints[i];
+        if (!atomic_load_explicit(&e->healthy, memory_order_relaxed))
+            continue;
+        nhealthy++;
+        if (is_ejected(cl, i, now))
+            continue;
+        int t = local ? tier_of(c, e) : 0;
+        if (t < best) {
+            best = t;
+            nc = 0;
+        }
+        if (t == best)
+            cand[nc++] = (uint16_t)i;
+    }
+    if (avoid && nc > 1)
+        for (size_t k = 0; k < nc; k++)
+            if (&cl->endpoints[cand[k]] == avoid) {
+                cand[k] = cand[--nc];
+                break;
+            }
+    if (nc == 0) {
+        *why = total == 0 ? "no_healthy_endpoint" : nhealthy ? "upstream_ejected" : "no_healthy_upstream";
+        return NULL;
+    }
+    if (cl->lb == PROXY_LB_LEAST_REQUEST && nc > 1) {
+        /* Power of two choices: two distinct random candidates, the one with
+         * fewer requests in flight (all workers) wins. */
+        size_t i = rand_below(nc), j = rand_below(nc - 1);
         j += j >= i;
-        struct proxy_endpoint *a = &cl->endpoints[i], *b = &cl->endpoints[j];
-        bool ha = atomic_load_explicit(&a->healthy, memory_order_relaxed);
-        bool hb = atomic_load_explicit(&b->healthy, memory_order_relaxed);
-        if (ha && hb)
-            return atomic_load_explicit(&b->active, memory_order_relaxed) <
-                           atomic_load_explicit(&a->active, memory_order_relaxed)
-                       ? b
-                       : a;
-        if (ha || hb)
-            return ha ? a : b;
+        struct proxy_endpoint *a = &cl->endpoints[cand[i]], *b = &cl->endpoints[cand[j]];
+        return atomic_load_explicit(&b->active, memory_order_relaxed) <
+                       atomic_load_explicit(&a->active, memory_order_relaxed)
+                   ? b
+                   : a;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct proxy_endpoint *e = &cl->endpoints[f->g->rr[ci]++ % n];
-        if (atomic_load_explicit(&e->healthy, memory_order_relaxed))
-            return e;
-    }
-    return NULL;
+    return &cl->endpoints[cand[f->g->rr[ci]++ % nc]];
 }
 
 /* ---- forwarding ---------------------------------------------------------------------- */
@@ -569,6 +658,10 @@ static void upstream_done(int err, const struct http1_client_response *resp, voi
             metrics_counter_add(metrics_counter_with(m_timeouts, cname), 1);
         } else if (err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ENETUNREACH || err == -EADDRNOTAVAIL) {
             code = "upstream_connect_failed", msg = "the upstream refused or could not take the connection";
+            metrics_counter_add(metrics_counter_with(m_connect_fail, cname), 1);
+        } else if (err == -EKEYREJECTED) {
+            code = "mtls_peer_untrusted";
+            msg = "the upstream's TLS handshake failed: its certificate is not trusted or not the expected identity";
             metrics_counter_add(metrics_counter_with(m_connect_fail, cname), 1);
         } else if (err == -ECONNRESET || err == -EPIPE) {
             status = 502, code = "upstream_reset", msg = "the upstream closed the connection before answering";
@@ -656,10 +749,15 @@ static void forward(struct fwd *f)
     struct arena *a = &x->arena;
     const struct proxy_route *rt = f->route;
     const struct proxy_destination *d = proxy_route_pick(rt, (uint32_t)rand_u64());
+    f->dest = d;
     f->cluster = d->cluster;
-    f->ep = pick_endpoint(f, d->cluster);
+    const char *why = "";
+    f->ep = pick_endpoint(f, d, NULL, &why);
     if (!f->ep) {
-        reply_error(f, 503, "no_healthy_upstream", "no endpoint of the route's cluster passes its health checks");
+        reply_error(f, 503, why,
+                    !strcmp(why, "upstream_ejected") ? "every eligible endpoint is ejected by outlier detection"
+                    : !strcmp(why, "no_healthy_endpoint") ? "the destination has no ready endpoint"
+                                                          : "no endpoint of the destination passes its health checks");
         return;
     }
 
@@ -713,6 +811,7 @@ static void forward(struct fwd *f)
             str_eq_nocase(name, STR_LIT("X-Request-Id")) || str_eq_nocase(name, STR_LIT("traceparent")) ||
             str_eq_nocase(name, STR_LIT("X-Forwarded-Proto")) || str_eq_nocase(name, STR_LIT("X-Forwarded-Host")) ||
             str_eq_nocase(name, STR_LIT("Expect")) || is_claim_header(c, name) ||
+            str_eq_nocase(name, STR_LIT("x-forwarded-client-cert")) ||
             (rt->jwt_mode != PROXY_JWT_OFF && !rt->jwt->forward_token &&
              str_eq_nocase(name, STR_LIT("Authorization"))) ||
             in_list(hr->remove, hr->nremove, name) || in_ops(hr->set, hr->nset, name))
@@ -737,6 +836,8 @@ static void forward(struct fwd *f)
     h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Proto"), f->sv->l->tls ? STR_LIT("https") : STR_LIT("http") };
     h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Host"), f->host };
     h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) };
+    if (f->xfcc)
+        h[n++] = (struct http1_header){ STR_LIT("x-forwarded-client-cert"), str_from_cstr(f->xfcc) };
     for (size_t i = 0; i < hr->nset; i++)
         h[n++] = (struct http1_header){ str_from_cstr(hr->set[i].name), str_from_cstr(hr->set[i].value) };
     for (size_t i = 0; i < hr->nadd; i++)
@@ -767,6 +868,16 @@ static void forward(struct fwd *f)
         .body = x->body,
         .timeout_ms = rt->timeout_ms ? rt->timeout_ms : 15000,
     };
+    size_t cidx = (size_t)(f->cluster - c->clusters);
+    if (f->cluster->tls) {
+        if (!f->g->up_tls[cidx].ctx) {
+            reply_error(f, 503, "upstream_tls_unavailable", "the workload certificate for this upstream could not be loaded");
+            return;
+        }
+        req.wrap = wrap_upstream;
+        req.wrap_arg = &f->g->up_tls[cidx];
+        req.pool_key = f->cluster->name;
+    }
     atomic_fetch_add_explicit(&f->ep->active, 1, memory_order_relaxed);
     x->on_abort = on_abort;
     if (http1_client_send(f->w->client, &req, upstream_done, f, &f->call) < 0) {
@@ -858,6 +969,46 @@ static void fwd_run(struct fwd *f)
     }
 }
 
+/* Inbound (sidecar): the peer's identity from its verified certificate,
+ * AuthorizationPolicy, and x-forwarded-client-cert for the app (Envoy's
+ * format: By=<us>;URI=<peer>). False when the request was answered. */
+static bool inbound_admit(struct fwd *f)
+{
+    struct http1_exchange *x = f->x;
+    const struct proxy_config *c = f->g->cfg;
+    char id[512];
+    if (x->sock && tls_sock_is_tls(x->sock) && tls_peer_verified(x->sock) &&
+        tls_peer_uri_san(x->sock, id, sizeof id) == 0)
+        f->peer_id = arena_strdup(&x->arena, str_from_cstr(id));
+    if (c->nauthz) {
+        struct authz_input in = { f->peer_id, x->req.method, x->req.path };
+        struct authz_decision d;
+        authz_evaluate(c->authz, c->nauthz, &in, &d);
+        if (!d.allowed) {
+            char msg[384];
+            if (d.rule >= 0)
+                snprintf(msg, sizeof msg, "denied by AuthorizationPolicy \"%s\" rule %d (DENY)", d.policy, d.rule);
+            else
+                snprintf(msg, sizeof msg, "no ALLOW policy matches %s (caller %s)", "this request",
+                         f->peer_id ? f->peer_id : "without an identity");
+            metrics_counter_add(metrics_counter_with(m_rbac, d.rule >= 0 ? d.policy : "(no allow match)"), 1);
+            reply_error(f, 403, "rbac_denied", msg);
+            return false;
+        }
+    }
+    if (f->peer_id) {
+        size_t n = strlen(f->peer_id) + (c->spiffe_id ? strlen(c->spiffe_id) : 0) + 16;
+        f->xfcc = arena_alloc(&x->arena, n);
+        if (f->xfcc) {
+            if (c->spiffe_id)
+                snprintf(f->xfcc, n, "By=%s;URI=%s", c->spiffe_id, f->peer_id);
+            else
+                snprintf(f->xfcc, n, "URI=%s", f->peer_id);
+        }
+    }
+    return true;
+}
+
 void engine_handle(struct http1_exchange *x, void *arg)
 {
     struct served *sv = arg;
@@ -907,7 +1058,10 @@ void engine_handle(struct http1_exchange *x, void *arg)
         redirect_https(f, lc->redirect_https_port);
         return;
     }
-    struct proxy_match_input in = { f->host, x->req.path, x->req.method, x->req.headers, x->req.nheaders };
+    if (lc->role == PROXY_ROLE_INBOUND && !inbound_admit(f))
+        return;
+    struct proxy_match_input in = { f->host, x->req.path, x->req.method, x->req.headers, x->req.nheaders,
+                                    lc->name };
     f->route = proxy_route_match(f->g->cfg, &in);
     if (!f->route) {
         reply_error(f, 404, "route_not_found", "no route matches this host, path, method and headers");

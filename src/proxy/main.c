@@ -267,6 +267,17 @@ static int wrap_tls(struct sock *sk, void *arg)
     return rc;
 }
 
+static int wrap_sniff(struct sock *sk, void *arg)
+{
+    struct listener_rt *l = arg;
+    struct tls_server_ctx *ctx = tls_server_holder_get(l->tls);
+    if (!ctx)
+        return -ENOMEM;
+    int rc = tls_sock_server_sniff(ctx, sk);
+    tls_server_ctx_unref(ctx);
+    return rc;
+}
+
 static bool conn_open(const struct net_addr *peer, void *arg)
 {
     struct listener_rt *l = arg;
@@ -358,6 +369,13 @@ static int start_listeners(void)
         for (size_t k = 0; k < lc->ncerts; k++)
             l->pairs[k] = (struct tls_cert_pair){ .cert_file = lc->cert_files[k], .key_file = lc->key_files[k] };
         l->tls_cfg = (struct tls_server_config){ .certs = l->pairs, .ncerts = lc->ncerts };
+        if (lc->role == PROXY_ROLE_INBOUND) {
+            /* mTLS: STRICT refuses a peer without a certificate chained to
+             * the bundle; PERMISSIVE also takes plaintext (sniffed). */
+            l->tls_cfg.client_auth = lc->mtls_mode == PROXY_MTLS_STRICT ? TLS_CLIENT_AUTH_REQUIRED
+                                                                        : TLS_CLIENT_AUTH_OPTIONAL;
+            l->tls_cfg.client_ca_file = lc->client_ca_file;
+        }
         struct tls_error terr;
         l->tls = tls_server_holder_new(&l->tls_cfg, &terr);
         if (!l->tls) {
@@ -478,7 +496,8 @@ int main(int argc, char **argv)
                 .limits.max_header_bytes = l->max_header_bytes,
             };
             if (sv->l->tls) {
-                sc.wrap = wrap_tls;
+                bool permissive = l->role == PROXY_ROLE_INBOUND && l->mtls_mode == PROXY_MTLS_PERMISSIVE;
+                sc.wrap = permissive ? wrap_sniff : wrap_tls;
                 sc.wrap_arg = sv->l;
             }
             if (l->max_connections_per_ip) {

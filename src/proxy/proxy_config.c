@@ -120,6 +120,10 @@ static int get_enum(struct ctx *x, const char *path, json_t *obj, const char *ke
     return fail(x, path, "%s: expected one of %s", key, list);
 }
 
+static int load_strings(struct ctx *x, const char *path, json_t *o, const char *key, size_t max, char ***out,
+                        size_t *n);
+static void free_authz_policy(struct proxy_authz_policy *pol);
+
 /* Header names: RFC 9110 tokens; values: no CR, LF or NUL. */
 static bool is_token(const char *s)
 {
@@ -199,9 +203,177 @@ static int load_health(struct ctx *x, const char *path, struct proxy_cluster *k,
     return rc;
 }
 
+/* {"key": "value", ...} → labels (values must be strings). */
+static int load_labels(struct ctx *x, const char *path, json_t *o, struct proxy_label **out, size_t *n)
+{
+    if (!json_is_object(o) || json_object_size(o) > 32)
+        return fail(x, path, "labels: expected an object of at most 32 string values");
+    *out = calloc(json_object_size(o) + 1, sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        if (!json_is_string(v))
+            return fail(x, path, "labels.%s: expected a string", k);
+        (*out)[*n].key = strdup(k);
+        (*out)[*n].value = strdup(json_string_value(v));
+        if (!(*out)[(*n)++].key || !(*out)[*n - 1].value)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static const char *label_value(const struct proxy_label *ls, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(ls[i].key, key))
+            return ls[i].value;
+    return NULL;
+}
+
+static void free_labels(struct proxy_label *ls, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(ls[i].key);
+        free(ls[i].value);
+    }
+    free(ls);
+}
+
+static int load_endpoint(struct ctx *x, const char *p, size_t j, json_t *ep, struct proxy_endpoint *e)
+{
+    static const char *const keys[] = { "address", "labels", NULL };
+    char ep_path[96];
+    snprintf(ep_path, sizeof ep_path, "%s.endpoints[%zu]", p, j);
+    const char *addr = json_is_string(ep) ? json_string_value(ep) : NULL;
+    if (json_is_object(ep)) {
+        int rc = only_keys(x, ep_path, ep, keys);
+        if (rc < 0)
+            return rc;
+        json_t *a = json_object_get(ep, "address"), *l = json_object_get(ep, "labels");
+        addr = json_is_string(a) ? json_string_value(a) : NULL;
+        if (l && (rc = load_labels(x, ep_path, l, &e->labels, &e->nlabels)) < 0)
+            return rc;
+    }
+    if (!addr || net_addr_parse(str_from_cstr(addr), false, &e->addr) < 0)
+        return fail(x, ep_path, "expected \"HOST:PORT\" (numeric host) or {address, labels}");
+    net_addr_format(&e->addr, e->name, sizeof e->name);
+    e->region = label_value(e->labels, e->nlabels, "topology.kubernetes.io/region");
+    if (!e->region)
+        e->region = label_value(e->labels, e->nlabels, "region");
+    e->zone = label_value(e->labels, e->nlabels, "topology.kubernetes.io/zone");
+    if (!e->zone)
+        e->zone = label_value(e->labels, e->nlabels, "zone");
+    atomic_init(&e->healthy, 1);
+    atomic_init(&e->active, 0);
+    return 0;
+}
+
+static int load_subsets(struct ctx *x, const char *p, struct proxy_cluster *k, json_t *arr)
+{
+    static const char *const keys[] = { "name", "labels", NULL };
+    if (!json_is_array(arr) || json_array_size(arr) > 64)
+        return fail(x, p, "subsets: expected an array of at most 64 {name, labels}");
+    k->subsets = calloc(json_array_size(arr) + 1, sizeof *k->subsets);
+    if (!k->subsets)
+        return -ENOMEM;
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o) {
+        char sp[128];
+        snprintf(sp, sizeof sp, "%s.subsets[%zu]", p, i);
+        struct proxy_subset *ss = &k->subsets[k->nsubsets++];
+        int rc = only_keys(x, sp, o, keys);
+        if (rc == 0)
+            rc = get_str(x, sp, o, "name", true, &ss->name);
+        json_t *l = json_object_get(o, "labels");
+        if (rc == 0 && !l)
+            rc = fail(x, sp, "labels: required");
+        if (rc == 0)
+            rc = load_labels(x, sp, l, &ss->labels, &ss->nlabels);
+        if (rc < 0)
+            return rc;
+        for (size_t j = 0; j + 1 < k->nsubsets; j++)
+            if (!strcmp(k->subsets[j].name, ss->name))
+                return fail(x, sp, "subset \"%s\" is defined twice", ss->name);
+        ss->members = calloc(k->nendpoints + 1, sizeof *ss->members);
+        if (!ss->members)
+            return -ENOMEM;
+        for (size_t e = 0; e < k->nendpoints; e++) {
+            bool all = true;
+            for (size_t m = 0; m < ss->nlabels && all; m++) {
+                const char *v = label_value(k->endpoints[e].labels, k->endpoints[e].nlabels, ss->labels[m].key);
+                all = v && !strcmp(v, ss->labels[m].value);
+            }
+            if (all)
+                ss->members[ss->nmembers++] = (uint32_t)e;
+        }
+    }
+    return 0;
+}
+
+static int load_cluster_policies(struct ctx *x, const char *p, struct proxy_cluster *k, json_t *cl)
+{
+    int rc = 0;
+    json_t *o;
+    char q[128];
+    if ((o = json_object_get(cl, "circuit_breaker"))) {
+        static const char *const keys[] = { "max_connections", "max_pending_requests", "max_requests",
+                                            "max_retries", NULL };
+        struct proxy_circuit_breaker *b = &k->breaker;
+        snprintf(q, sizeof q, "%s.circuit_breaker", p);
+        if ((rc = only_keys(x, q, o, keys)) < 0 ||
+            (rc = get_u32(x, q, o, "max_connections", 0, 10000000, 0, &b->max_connections)) < 0 ||
+            (rc = get_u32(x, q, o, "max_pending_requests", 0, 10000000, 0, &b->max_pending_requests)) < 0 ||
+            (rc = get_u32(x, q, o, "max_requests", 0, 10000000, 0, &b->max_requests)) < 0 ||
+            (rc = get_u32(x, q, o, "max_retries", 0, 10000000, 0, &b->max_retries)) < 0)
+            return rc;
+    }
+    if ((o = json_object_get(cl, "outlier_detection"))) {
+        static const char *const keys[] = { "consecutive_5xx", "consecutive_gateway_errors", "interval_ms",
+                                            "base_ejection_ms", "max_ejection_percent", NULL };
+        struct proxy_outlier_detection *d = &k->outlier;
+        snprintf(q, sizeof q, "%s.outlier_detection", p);
+        d->enabled = true;
+        if ((rc = only_keys(x, q, o, keys)) < 0 ||
+            (rc = get_u32(x, q, o, "consecutive_5xx", 0, 100000, 5, &d->consecutive_5xx)) < 0 ||
+            (rc = get_u32(x, q, o, "consecutive_gateway_errors", 0, 100000, 0, &d->consecutive_gateway_errors)) < 0 ||
+            (rc = get_u32(x, q, o, "interval_ms", 10, 3600000, 10000, &d->interval_ms)) < 0 ||
+            (rc = get_u32(x, q, o, "base_ejection_ms", 1, 86400000, 30000, &d->base_ejection_ms)) < 0 ||
+            (rc = get_u32(x, q, o, "max_ejection_percent", 0, 100, 10, &d->max_ejection_percent)) < 0)
+            return rc;
+    }
+    if ((o = json_object_get(cl, "tls"))) {
+        static const char *const keys[] = { "cert_file", "key_file", "ca_file", "spiffe_id", "sni", NULL };
+        snprintf(q, sizeof q, "%s.tls", p);
+        struct proxy_upstream_tls *t = k->tls = calloc(1, sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        if ((rc = only_keys(x, q, o, keys)) < 0 || (rc = get_str(x, q, o, "cert_file", false, &t->cert_file)) < 0 ||
+            (rc = get_str(x, q, o, "key_file", false, &t->key_file)) < 0 ||
+            (rc = get_str(x, q, o, "ca_file", true, &t->ca_file)) < 0 ||
+            (rc = get_str(x, q, o, "spiffe_id", false, &t->spiffe_id)) < 0 ||
+            (rc = get_str(x, q, o, "sni", false, &t->sni)) < 0)
+            return rc;
+        if (!!t->cert_file != !!t->key_file)
+            return fail(x, q, "cert_file and key_file go together");
+        if (!t->spiffe_id == !t->sni)
+            return fail(x, q, "exactly one of \"spiffe_id\" (mesh) and \"sni\" (hostname) is required");
+        if (t->spiffe_id && strncmp(t->spiffe_id, "spiffe://", 9))
+            return fail(x, q, "spiffe_id: expected spiffe://TRUST-DOMAIN/ns/NS/sa/SA");
+    }
+    bool loc = true;
+    if ((rc = get_bool(x, p, cl, "locality_aware", true, &loc)) < 0)
+        return rc;
+    k->locality_aware = loc;
+    return 0;
+}
+
 static int load_clusters(struct ctx *x, struct proxy_config *c, json_t *arr)
 {
-    static const char *const keys[] = { "name", "endpoints", "lb", "health_check", NULL };
+    static const char *const keys[] = { "name", "endpoints", "lb", "health_check", "subsets", "circuit_breaker",
+                                        "outlier_detection", "tls", "locality_aware", NULL };
     static const char *const lbs[] = { "round_robin", "least_request", NULL };
     if (!arr) /* a gateway of redirects and direct responses needs none */
         return 0;
@@ -227,24 +399,28 @@ static int load_clusters(struct ctx *x, struct proxy_config *c, json_t *arr)
         if (find_cluster(c, k->name) != k)
             return fail(x, p, "cluster \"%s\" is defined twice", k->name);
         json_t *eps = json_object_get(cl, "endpoints");
-        if (!json_is_array(eps) || json_array_size(eps) == 0 || json_array_size(eps) > 1024)
-            return fail(x, p, "endpoints: expected 1..1024 \"HOST:PORT\" strings");
-        k->endpoints = calloc(json_array_size(eps), sizeof *k->endpoints);
+        /* Empty is valid: a service whose replicas are all unready (→ 503). */
+        if (!json_is_array(eps) || json_array_size(eps) > 1024)
+            return fail(x, p, "endpoints: expected 0..1024 \"HOST:PORT\" or {address, labels}");
+        k->endpoints = calloc(json_array_size(eps) + 1, sizeof *k->endpoints);
         if (!k->endpoints)
             return -ENOMEM;
         size_t j;
         json_t *ep;
         json_array_foreach(eps, j, ep) {
-            struct proxy_endpoint *e = &k->endpoints[k->nendpoints];
-            if (!json_is_string(ep) || net_addr_parse(str_from_cstr(json_string_value(ep)), false, &e->addr) < 0)
-                return fail(x, p, "endpoints[%zu]: expected \"HOST:PORT\" with a numeric host", j);
-            net_addr_format(&e->addr, e->name, sizeof e->name);
-            atomic_init(&e->healthy, 1);
-            atomic_init(&e->active, 0);
+            if ((rc = load_endpoint(x, p, j, ep, &k->endpoints[k->nendpoints])) < 0) {
+                k->nendpoints++; /* its labels are freed with the cluster */
+                return rc;
+            }
             k->nendpoints++;
         }
         json_t *h = json_object_get(cl, "health_check");
         if (h && (rc = load_health(x, p, k, h)) < 0)
+            return rc;
+        json_t *sub = json_object_get(cl, "subsets");
+        if (sub && (rc = load_subsets(x, p, k, sub)) < 0)
+            return rc;
+        if ((rc = load_cluster_policies(x, p, k, cl)) < 0)
             return rc;
     }
     return 0;
@@ -626,6 +802,22 @@ static int load_jwt_route(struct ctx *x, const char *path, struct proxy_config *
     return rc;
 }
 
+static int find_subset(struct ctx *x, const char *path, struct proxy_cluster *k, json_t *o,
+                       const struct proxy_subset **out)
+{
+    json_t *v = json_object_get(o, "subset");
+    *out = NULL;
+    if (!v)
+        return 0;
+    for (size_t i = 0; json_is_string(v) && i < k->nsubsets; i++)
+        if (!strcmp(k->subsets[i].name, json_string_value(v))) {
+            *out = &k->subsets[i];
+            return 0;
+        }
+    return fail(x, path, "subset: cluster \"%s\" has no subset named \"%s\"", k->name,
+                json_is_string(v) ? json_string_value(v) : "?");
+}
+
 static int load_destinations(struct ctx *x, const char *path, struct proxy_config *c, struct proxy_route *rt,
                              json_t *r)
 {
@@ -641,7 +833,7 @@ static int load_destinations(struct ctx *x, const char *path, struct proxy_confi
     if (!rt->destinations)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        static const char *const keys[] = { "cluster", "weight", NULL };
+        static const char *const keys[] = { "cluster", "subset", "weight", NULL };
         char p[128], *name = NULL;
         json_t *o = one ? r : json_array_get(many, i);
         int rc = 0;
@@ -659,6 +851,8 @@ static int load_destinations(struct ctx *x, const char *path, struct proxy_confi
         if (rc == 0 && !(rt->destinations[i].cluster = find_cluster(c, name)))
             rc = fail(x, p, "cluster: no cluster named \"%s\"", name);
         free(name);
+        if (rc == 0)
+            rc = find_subset(x, p, rt->destinations[i].cluster, o, &rt->destinations[i].subset);
         if (rc < 0)
             return rc;
         rt->destinations[i].weight = w;
@@ -670,12 +864,148 @@ static int load_destinations(struct ctx *x, const char *path, struct proxy_confi
     return 0;
 }
 
+/* A percentage with up to two decimals (12.5) → hundredths (1250). */
+static int get_percent(struct ctx *x, const char *path, json_t *o, const char *key, uint32_t *out)
+{
+    json_t *v = json_object_get(o, key);
+    *out = 0;
+    if (!v)
+        return 0;
+    double d = json_is_number(v) ? json_number_value(v) : -1;
+    if (d < 0 || d > 100)
+        return fail(x, path, "%s: expected a percentage 0..100", key);
+    *out = (uint32_t)(d * 100 + 0.5);
+    return 0;
+}
+
+static int load_mirror(struct ctx *x, const char *path, struct proxy_config *c, struct proxy_route *rt, json_t *o)
+{
+    static const char *const keys[] = { "cluster", "subset", "percent", NULL };
+    char p[128], *name = NULL;
+    snprintf(p, sizeof p, "%s.mirror", path);
+    struct proxy_mirror *m = rt->mirror = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    int rc = only_keys(x, p, o, keys);
+    if (rc == 0)
+        rc = get_str(x, p, o, "cluster", true, &name);
+    if (rc == 0 && !(m->dest.cluster = find_cluster(c, name)))
+        rc = fail(x, p, "cluster: no cluster named \"%s\"", name);
+    free(name);
+    if (rc == 0)
+        rc = find_subset(x, p, m->dest.cluster, o, &m->dest.subset);
+    m->percent_x100 = 10000;
+    if (rc == 0 && json_object_get(o, "percent"))
+        rc = get_percent(x, p, o, "percent", &m->percent_x100);
+    return rc;
+}
+
+static int load_fault(struct ctx *x, const char *path, struct proxy_route *rt, json_t *o)
+{
+    static const char *const keys[] = { "delay_ms", "delay_percent", "abort_status", "abort_percent", NULL };
+    char p[128];
+    snprintf(p, sizeof p, "%s.fault", path);
+    struct proxy_fault *f = rt->fault = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    uint32_t st = 0;
+    int rc = only_keys(x, p, o, keys);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "delay_ms", 0, 3600000, 0, &f->delay_ms);
+    if (rc == 0)
+        rc = get_percent(x, p, o, "delay_percent", &f->delay_percent_x100);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "abort_status", 0, 599, 0, &st);
+    if (rc == 0)
+        rc = get_percent(x, p, o, "abort_percent", &f->abort_percent_x100);
+    if (rc == 0 && st && st < 200)
+        rc = fail(x, p, "abort_status: expected 200..599");
+    f->abort_status = (int)st;
+    if (rc == 0 && json_object_get(o, "delay_ms") && !json_object_get(o, "delay_percent"))
+        f->delay_percent_x100 = 10000;
+    if (rc == 0 && st && !json_object_get(o, "abort_percent"))
+        f->abort_percent_x100 = 10000;
+    return rc;
+}
+
+static int load_retries(struct ctx *x, const char *path, struct proxy_route *rt, json_t *o)
+{
+    static const char *const keys[] = { "attempts", "per_try_timeout_ms", "retry_on", "retriable_status_codes",
+                                        "retry_non_idempotent", "backoff_base_ms", "backoff_max_ms",
+                                        "budget_percent", "budget_min_concurrency", NULL };
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } kinds[] = { { "5xx", PROXY_RETRY_5XX },
+                  { "gateway-error", PROXY_RETRY_GATEWAY_ERROR },
+                  { "connect-failure", PROXY_RETRY_CONNECT_FAILURE },
+                  { "reset", PROXY_RETRY_RESET },
+                  { "retriable-status-codes", PROXY_RETRY_STATUS_CODES } };
+    char p[128];
+    snprintf(p, sizeof p, "%s.retries", path);
+    struct proxy_retry *r = &rt->retry;
+    int rc = only_keys(x, p, o, keys);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "attempts", 0, 10, 2, &r->attempts);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "per_try_timeout_ms", 0, 3600000, 0, &r->per_try_timeout_ms);
+    if (rc == 0)
+        rc = get_bool(x, p, o, "retry_non_idempotent", false, &r->non_idempotent);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "backoff_base_ms", 1, 60000, 25, &r->backoff_base_ms);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "backoff_max_ms", 1, 600000, 250, &r->backoff_max_ms);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "budget_percent", 0, 100, 20, &r->budget_percent);
+    if (rc == 0)
+        rc = get_u32(x, p, o, "budget_min_concurrency", 0, 100000, 3, &r->budget_min_concurrency);
+    if (rc < 0)
+        return rc;
+    json_t *on = json_object_get(o, "retry_on");
+    if (!on) {
+        r->retry_on = PROXY_RETRY_CONNECT_FAILURE | PROXY_RETRY_RESET | PROXY_RETRY_GATEWAY_ERROR;
+    } else {
+        if (!json_is_array(on) || json_array_size(on) > 8)
+            return fail(x, p, "retry_on: expected an array of \"5xx\", \"gateway-error\", \"connect-failure\", "
+                              "\"reset\", \"retriable-status-codes\"");
+        size_t i;
+        json_t *v;
+        json_array_foreach(on, i, v) {
+            unsigned bit = 0;
+            for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++)
+                if (json_is_string(v) && !strcmp(json_string_value(v), kinds[k].name))
+                    bit = kinds[k].bit;
+            if (!bit)
+                return fail(x, p, "retry_on[%zu]: expected \"5xx\", \"gateway-error\", \"connect-failure\", "
+                                  "\"reset\" or \"retriable-status-codes\"", i);
+            r->retry_on |= bit;
+        }
+    }
+    json_t *codes = json_object_get(o, "retriable_status_codes");
+    if (codes) {
+        if (!json_is_array(codes) || json_array_size(codes) > 8)
+            return fail(x, p, "retriable_status_codes: expected at most 8 status codes");
+        size_t i;
+        json_t *v;
+        json_array_foreach(codes, i, v) {
+            if (!json_is_integer(v) || json_integer_value(v) < 100 || json_integer_value(v) > 599)
+                return fail(x, p, "retriable_status_codes[%zu]: expected 100..599", i);
+            r->status_codes[r->nstatus_codes++] = (int)json_integer_value(v);
+        }
+        r->retry_on |= PROXY_RETRY_STATUS_CODES;
+    }
+    if (r->backoff_max_ms < r->backoff_base_ms)
+        return fail(x, p, "backoff_max_ms: must be at least backoff_base_ms");
+    return 0;
+}
+
 static int load_routes(struct ctx *x, struct proxy_config *c, json_t *arr)
 {
     static const char *const keys[] = { "name", "host", "prefix", "exact", "regex", "methods", "headers",
                                         "cluster", "destinations", "redirect", "direct_response", "timeout_ms",
                                         "rewrite_prefix", "rewrite_host", "request_headers", "response_headers",
-                                        "jwt", "rate_limit", "waf", "max_body_bytes", "max_header_bytes", NULL };
+                                        "jwt", "rate_limit", "waf", "max_body_bytes", "max_header_bytes", "subset",
+                                        "mirror", "fault", "retries", "listeners", NULL };
     if (!json_is_array(arr) || json_array_size(arr) > 10000)
         return fail(x, "$.routes", "expected an array");
     c->routes = calloc(json_array_size(arr) + 1, sizeof *c->routes);
@@ -738,6 +1068,21 @@ static int load_routes(struct ctx *x, struct proxy_config *c, json_t *arr)
             return rc;
         if ((o = json_object_get(r, "waf")) && (rc = load_waf_route(x, p, rt, o)) < 0)
             return rc;
+        if ((o = json_object_get(r, "mirror")) && (rc = load_mirror(x, p, c, rt, o)) < 0)
+            return rc;
+        if ((o = json_object_get(r, "fault")) && (rc = load_fault(x, p, rt, o)) < 0)
+            return rc;
+        if ((o = json_object_get(r, "retries")) && (rc = load_retries(x, p, rt, o)) < 0)
+            return rc;
+        if ((rc = load_strings(x, p, r, "listeners", 16, &rt->listeners, &rt->nlisteners)) < 0)
+            return rc;
+        for (size_t j = 0; j < rt->nlisteners; j++) {
+            bool found = false;
+            for (size_t k = 0; k < c->nlisteners && !found; k++)
+                found = !strcmp(c->listeners[k].name, rt->listeners[j]);
+            if (!found)
+                return fail(x, p, "listeners[%zu]: no listener named \"%s\"", j, rt->listeners[j]);
+        }
         c->uses_waf |= rt->waf.mode != PROXY_WAF_OFF;
         char *rl = NULL;
         if ((rc = get_str(x, p, r, "rate_limit", false, &rl)) < 0)
@@ -822,6 +1167,21 @@ static int load_tls(struct ctx *x, const char *path, struct proxy_listener *li, 
 
 static int load_listener_list(struct ctx *x, struct proxy_config *c, json_t *arr);
 
+static int load_mtls(struct ctx *x, const char *path, struct proxy_listener *li, json_t *o)
+{
+    static const char *const keys[] = { "mode", "ca_file", NULL };
+    static const char *const modes[] = { "STRICT", "PERMISSIVE", NULL };
+    char p[96];
+    snprintf(p, sizeof p, "%s.mtls", path);
+    int mode = 0, rc = only_keys(x, p, o, keys);
+    if (rc == 0)
+        rc = get_enum(x, p, o, "mode", modes, PROXY_MTLS_STRICT, &mode);
+    if (rc == 0)
+        rc = get_str(x, p, o, "ca_file", true, &li->client_ca_file);
+    li->mtls_mode = (enum proxy_mtls_mode)mode;
+    return rc;
+}
+
 static int load_listeners(struct ctx *x, struct proxy_config *c, json_t *arr)
 {
     json_t *dflt = NULL;
@@ -840,7 +1200,9 @@ static int load_listener_list(struct ctx *x, struct proxy_config *c, json_t *arr
 {
     static const char *const keys[] = { "name", "address", "tls", "redirect_https_port", "max_connections",
                                         "max_connections_per_ip", "header_timeout_ms", "idle_timeout_ms",
-                                        "body_timeout_ms", "max_header_bytes", "max_body_bytes", NULL };
+                                        "body_timeout_ms", "max_header_bytes", "max_body_bytes", "role", "mtls",
+                                        NULL };
+    static const char *const roles[] = { "gateway", "inbound", "outbound", NULL };
     c->listeners = calloc(json_array_size(arr), sizeof *c->listeners);
     if (!c->listeners)
         return -ENOMEM;
@@ -881,12 +1243,192 @@ static int load_listener_list(struct ctx *x, struct proxy_config *c, json_t *arr
             rc = get_u32(x, p, l, "max_header_bytes", 1024, 1u << 20, 0, &li->max_header_bytes);
         if (rc == 0)
             rc = get_uint(x, p, l, "max_body_bytes", 1, 1ull << 30, 0, &li->max_body_bytes);
+        int role = 0;
+        if (rc == 0)
+            rc = get_enum(x, p, l, "role", roles, PROXY_ROLE_GATEWAY, &role);
+        li->role = (enum proxy_listener_role)role;
+        json_t *m = json_object_get(l, "mtls");
+        if (rc == 0 && m)
+            rc = load_mtls(x, p, li, m);
+        if (rc == 0 && li->role == PROXY_ROLE_INBOUND && (!li->ncerts || !li->client_ca_file))
+            rc = fail(x, p, "an inbound listener needs tls.certificates (the workload certificate) and mtls.ca_file");
+        if (rc == 0 && m && li->role != PROXY_ROLE_INBOUND)
+            rc = fail(x, p, "mtls: only for a listener with role \"inbound\"");
         if (rc < 0)
             return rc;
         for (size_t j = 0; j + 1 < c->nlisteners; j++)
             if (!strcmp(c->listeners[j].name, li->name))
                 return fail(x, p, "listener \"%s\" is defined twice", li->name);
     }
+    return 0;
+}
+
+/* ["a", "b"] → a NULL-terminated copy; absent → 0 entries. */
+static int load_strings(struct ctx *x, const char *path, json_t *o, const char *key, size_t max, char ***out,
+                        size_t *n)
+{
+    json_t *a = json_object_get(o, key);
+    *out = NULL;
+    *n = 0;
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > max)
+        return fail(x, path, "%s: expected a non-empty array of at most %zu strings", key, max);
+    *out = calloc(json_array_size(a) + 1, sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > 1024)
+            return fail(x, path, "%s[%zu]: expected a non-empty string", key, i);
+        if (!((*out)[(*n)++] = strdup(json_string_value(v))))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void free_authz_policy(struct proxy_authz_policy *pol)
+{
+    free(pol->name);
+    for (size_t i = 0; i < pol->nrules; i++) {
+        struct proxy_authz_rule *r = &pol->rules[i];
+        for (size_t j = 0; j < r->nfrom; j++) {
+            struct proxy_authz_source *f = &r->from[j];
+            free_strings(f->principals, f->nprincipals);
+            free_strings(f->not_principals, f->nnot_principals);
+            free_strings(f->namespaces, f->nnamespaces);
+            free_strings(f->not_namespaces, f->nnot_namespaces);
+        }
+        for (size_t j = 0; j < r->nto; j++) {
+            struct proxy_authz_operation *t = &r->to[j];
+            free_strings(t->methods, t->nmethods);
+            free_strings(t->not_methods, t->nnot_methods);
+            free_strings(t->paths, t->npaths);
+            free_strings(t->not_paths, t->nnot_paths);
+        }
+        free(r->from);
+        free(r->to);
+    }
+    free(pol->rules);
+}
+
+static int load_authz_rule(struct ctx *x, const char *path, json_t *o, struct proxy_authz_rule *r)
+{
+    static const char *const keys[] = { "from", "to", NULL };
+    static const char *const fkeys[] = { "principals", "not_principals", "namespaces", "not_namespaces", NULL };
+    static const char *const tkeys[] = { "methods", "not_methods", "paths", "not_paths", NULL };
+    int rc = only_keys(x, path, o, keys);
+    if (rc < 0)
+        return rc;
+    json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
+    if (from) {
+        if (!json_is_array(from) || json_array_size(from) > 32)
+            return fail(x, path, "from: expected an array of at most 32 sources");
+        if (!(r->from = calloc(json_array_size(from) + 1, sizeof *r->from)))
+            return -ENOMEM;
+        size_t i;
+        json_t *f;
+        json_array_foreach(from, i, f) {
+            char p[192];
+            snprintf(p, sizeof p, "%s.from[%zu]", path, i);
+            struct proxy_authz_source *s = &r->from[r->nfrom++];
+            if ((rc = only_keys(x, p, f, fkeys)) < 0 ||
+                (rc = load_strings(x, p, f, "principals", 256, &s->principals, &s->nprincipals)) < 0 ||
+                (rc = load_strings(x, p, f, "not_principals", 256, &s->not_principals, &s->nnot_principals)) < 0 ||
+                (rc = load_strings(x, p, f, "namespaces", 256, &s->namespaces, &s->nnamespaces)) < 0 ||
+                (rc = load_strings(x, p, f, "not_namespaces", 256, &s->not_namespaces, &s->nnot_namespaces)) < 0)
+                return rc;
+        }
+    }
+    if (to) {
+        if (!json_is_array(to) || json_array_size(to) > 32)
+            return fail(x, path, "to: expected an array of at most 32 operations");
+        if (!(r->to = calloc(json_array_size(to) + 1, sizeof *r->to)))
+            return -ENOMEM;
+        size_t i;
+        json_t *t;
+        json_array_foreach(to, i, t) {
+            char p[192];
+            snprintf(p, sizeof p, "%s.to[%zu]", path, i);
+            struct proxy_authz_operation *op = &r->to[r->nto++];
+            if ((rc = only_keys(x, p, t, tkeys)) < 0 ||
+                (rc = load_strings(x, p, t, "methods", 32, &op->methods, &op->nmethods)) < 0 ||
+                (rc = load_strings(x, p, t, "not_methods", 32, &op->not_methods, &op->nnot_methods)) < 0 ||
+                (rc = load_strings(x, p, t, "paths", 256, &op->paths, &op->npaths)) < 0 ||
+                (rc = load_strings(x, p, t, "not_paths", 256, &op->not_paths, &op->nnot_paths)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int load_authz(struct ctx *x, struct proxy_config *c, json_t *arr)
+{
+    static const char *const keys[] = { "name", "action", "rules", NULL };
+    static const char *const actions[] = { "ALLOW", "DENY", NULL };
+    if (!arr)
+        return 0;
+    if (!json_is_array(arr) || json_array_size(arr) > 256)
+        return fail(x, "$.authorization", "expected an array of at most 256 policies");
+    if (!(c->authz = calloc(json_array_size(arr) + 1, sizeof *c->authz)))
+        return -ENOMEM;
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o) {
+        char p[64];
+        snprintf(p, sizeof p, "$.authorization[%zu]", i);
+        struct proxy_authz_policy *pol = &c->authz[c->nauthz++];
+        int action = 0, rc = only_keys(x, p, o, keys);
+        if (rc == 0)
+            rc = get_str(x, p, o, "name", true, &pol->name);
+        if (rc == 0)
+            rc = get_enum(x, p, o, "action", actions, PROXY_AUTHZ_ALLOW, &action);
+        if (rc < 0)
+            return rc;
+        pol->action = (enum proxy_authz_action)action;
+        json_t *rules = json_object_get(o, "rules");
+        if (!rules)
+            continue;
+        if (!json_is_array(rules) || json_array_size(rules) > 64)
+            return fail(x, p, "rules: expected an array of at most 64 rules");
+        if (!(pol->rules = calloc(json_array_size(rules) + 1, sizeof *pol->rules)))
+            return -ENOMEM;
+        size_t j;
+        json_t *r;
+        json_array_foreach(rules, j, r) {
+            char rp[96];
+            snprintf(rp, sizeof rp, "%s.rules[%zu]", p, j);
+            if ((rc = load_authz_rule(x, rp, r, &pol->rules[pol->nrules++])) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int load_identity(struct ctx *x, struct proxy_config *c, json_t *o)
+{
+    static const char *const keys[] = { "workload", "spiffe_id", "region", "zone", NULL };
+    int rc;
+    if (!o)
+        return (c->workload = strdup("")) ? 0 : -ENOMEM;
+    if ((rc = only_keys(x, "$.identity", o, keys)) < 0 ||
+        (rc = get_str(x, "$.identity", o, "workload", false, &c->workload)) < 0 ||
+        (rc = get_str(x, "$.identity", o, "spiffe_id", false, &c->spiffe_id)) < 0 ||
+        (rc = get_str(x, "$.identity", o, "region", false, &c->region)) < 0 ||
+        (rc = get_str(x, "$.identity", o, "zone", false, &c->zone)) < 0)
+        return rc;
+    if (c->spiffe_id && strncmp(c->spiffe_id, "spiffe://", 9))
+        return fail(x, "$.identity", "spiffe_id: expected spiffe://TRUST-DOMAIN/ns/NS/sa/SA");
+    if (!c->workload && !(c->workload = strdup("")))
+        return -ENOMEM;
     return 0;
 }
 
@@ -946,12 +1488,17 @@ int proxy_config_parse(const char *name, struct str text, struct proxy_config **
     }
     struct proxy_config *c = calloc(1, sizeof *c);
     static const char *const keys[] = { "version", "listeners", "routes", "clusters", "jwt_providers",
-                                        "rate_limits", "redis", "admin", "waf", NULL };
+                                        "rate_limits", "redis", "admin", "waf", "identity", "authorization",
+                                        NULL };
     int rc = c ? only_keys(&x, "$", doc, keys) : -ENOMEM;
     if (rc == 0)
         atomic_init(&c->refs, 1);
     if (rc == 0)
         rc = load_misc(&x, c, doc);
+    if (rc == 0)
+        rc = load_identity(&x, c, json_object_get(doc, "identity"));
+    if (rc == 0)
+        rc = load_authz(&x, c, json_object_get(doc, "authorization"));
     if (rc == 0)
         rc = load_listeners(&x, c, json_object_get(doc, "listeners"));
     if (rc == 0)
@@ -1077,6 +1624,7 @@ void proxy_config_free(struct proxy_config *c)
         }
         free(l->cert_files);
         free(l->key_files);
+        free(l->client_ca_file);
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         struct proxy_route *r = &c->routes[i];
@@ -1098,6 +1646,11 @@ void proxy_config_free(struct proxy_config *c)
         }
         free(r->headers);
         free(r->destinations);
+        free(r->mirror);
+        free(r->fault);
+        for (size_t j = 0; j < r->nlisteners; j++)
+            free(r->listeners[j]);
+        free(r->listeners);
         if (r->redirect) {
             free(r->redirect->scheme);
             free(r->redirect->host);
@@ -1114,10 +1667,34 @@ void proxy_config_free(struct proxy_config *c)
         free_header_rules(&r->response_headers);
     }
     for (size_t i = 0; i < c->nclusters; i++) {
-        free(c->clusters[i].name);
-        free(c->clusters[i].endpoints);
-        free(c->clusters[i].health.path);
+        struct proxy_cluster *k = &c->clusters[i];
+        free(k->name);
+        for (size_t j = 0; j < k->nendpoints; j++)
+            free_labels(k->endpoints[j].labels, k->endpoints[j].nlabels);
+        free(k->endpoints);
+        free(k->health.path);
+        for (size_t j = 0; j < k->nsubsets; j++) {
+            free(k->subsets[j].name);
+            free_labels(k->subsets[j].labels, k->subsets[j].nlabels);
+            free(k->subsets[j].members);
+        }
+        free(k->subsets);
+        if (k->tls) {
+            free(k->tls->cert_file);
+            free(k->tls->key_file);
+            free(k->tls->ca_file);
+            free(k->tls->spiffe_id);
+            free(k->tls->sni);
+            free(k->tls);
+        }
     }
+    for (size_t i = 0; i < c->nauthz; i++)
+        free_authz_policy(&c->authz[i]);
+    free(c->authz);
+    free(c->workload);
+    free(c->spiffe_id);
+    free(c->region);
+    free(c->zone);
     for (size_t i = 0; i < c->njwt_providers; i++) {
         struct proxy_jwt_provider *p = &c->jwt_providers[i];
         free(p->name);
@@ -1195,6 +1772,13 @@ const struct proxy_route *proxy_route_match(const struct proxy_config *c, const 
 {
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct proxy_route *r = &c->routes[i];
+        if (r->nlisteners) {
+            bool on = false;
+            for (size_t j = 0; j < r->nlisteners && in->listener && !on; j++)
+                on = !strcmp(r->listeners[j], in->listener);
+            if (!on)
+                continue;
+        }
         if (!host_matches(r->host, in->host))
             continue;
         if (r->exact && !str_eq(in->path, str_from_cstr(r->exact)))

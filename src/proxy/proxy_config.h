@@ -22,13 +22,22 @@
 #include "core/net.h"
 #include "core/str.h"
 
+struct resil_cluster;
+
 #define PROXY_MAX_METHODS 8
 
 enum proxy_lb { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST };
 
+struct proxy_label {
+    char *key, *value;
+};
+
 struct proxy_endpoint {
     struct net_addr addr;
     char name[64];           /* "127.0.0.1:8081", for logs and metrics */
+    struct proxy_label *labels; /* "version": "v2", "zone": "a", "region": "eu" */
+    size_t nlabels;
+    const char *region, *zone; /* from the labels (region / topology.kubernetes.io/region, ...), or NULL */
     /* run time, shared by every worker */
     _Atomic int healthy;     /* 1 until active health checks say otherwise */
     _Atomic uint32_t active; /* requests in flight to it, all workers */
@@ -42,12 +51,54 @@ struct proxy_health_check {
     uint32_t unhealthy_threshold; /* consecutive failures to eject; default 2 */
 };
 
+/* DestinationRule subset: the endpoints whose labels include all of these. */
+struct proxy_subset {
+    char *name;
+    struct proxy_label *labels;
+    size_t nlabels;
+    uint32_t *members; /* indexes into the cluster's endpoints */
+    size_t nmembers;
+};
+
+/* DestinationRule connectionPool: 0 = unlimited. */
+struct proxy_circuit_breaker {
+    uint32_t max_connections;      /* upstream connections open, all workers */
+    uint32_t max_pending_requests; /* requests waiting for a connection */
+    uint32_t max_requests;         /* requests in flight */
+    uint32_t max_retries;          /* retries in flight */
+};
+
+/* DestinationRule outlierDetection; consecutive_* 0 = that trigger is off. */
+struct proxy_outlier_detection {
+    bool enabled;
+    uint32_t consecutive_5xx;            /* default 5 */
+    uint32_t consecutive_gateway_errors; /* 502, 503, 504, connect failures; default 0 (off) */
+    uint32_t interval_ms;                /* default 10,000 */
+    uint32_t base_ejection_ms;           /* default 30,000; × the endpoint's ejection count */
+    uint32_t max_ejection_percent;       /* default 10 (at least one endpoint can always be ejected) */
+};
+
+/* Upstream TLS (mesh: mTLS to the destination's sidecar). */
+struct proxy_upstream_tls {
+    char *cert_file, *key_file; /* our workload certificate; NULL: none (plain TLS) */
+    char *ca_file;              /* trust bundle */
+    char *spiffe_id;            /* the identity the destination must present; or NULL and sni */
+    char *sni;                  /* hostname to verify when no spiffe_id */
+};
+
 struct proxy_cluster {
     char *name;
     struct proxy_endpoint *endpoints;
     size_t nendpoints;
     enum proxy_lb lb;
     struct proxy_health_check health;
+    struct proxy_subset *subsets;
+    size_t nsubsets;
+    struct proxy_circuit_breaker breaker;
+    struct proxy_outlier_detection outlier;
+    struct proxy_upstream_tls *tls; /* NULL: plain HTTP */
+    bool locality_aware;            /* prefer endpoints in our zone, then region; default true when labelled */
+    struct resil_cluster *resil;    /* run time: breaker, retry budget and outlier state (set by the engine) */
 };
 
 /* JWT authentication (Istio RequestAuthentication). */
@@ -118,7 +169,67 @@ struct proxy_header_rules {
 
 struct proxy_destination {
     struct proxy_cluster *cluster;
+    const struct proxy_subset *subset; /* NULL: every endpoint */
     uint32_t weight; /* relative; default 1 */
+};
+
+struct proxy_mirror {
+    struct proxy_destination dest;
+    uint32_t percent_x100;  /* 0..10000: share of requests copied (hundredths of a percent) */
+};
+
+struct proxy_fault {
+    uint32_t delay_ms;
+    uint32_t delay_percent_x100;
+    int abort_status;         /* 0: no abort */
+    uint32_t abort_percent_x100;
+};
+
+enum {
+    PROXY_RETRY_5XX = 1u << 0,
+    PROXY_RETRY_GATEWAY_ERROR = 1u << 1,   /* 502, 503, 504 */
+    PROXY_RETRY_CONNECT_FAILURE = 1u << 2,
+    PROXY_RETRY_RESET = 1u << 3,
+    PROXY_RETRY_STATUS_CODES = 1u << 4,    /* retriable_status_codes */
+};
+
+struct proxy_retry {
+    uint32_t attempts;        /* retries after the first try; 0: none */
+    uint32_t per_try_timeout_ms; /* 0: the route's timeout */
+    unsigned retry_on;        /* PROXY_RETRY_* bits */
+    int status_codes[8];
+    size_t nstatus_codes;
+    bool non_idempotent;      /* retry POST/PATCH too */
+    uint32_t backoff_base_ms; /* default 25 */
+    uint32_t backoff_max_ms;  /* default 250 */
+    uint32_t budget_percent;  /* retries in flight ≤ this % of requests in flight; default 20 */
+    uint32_t budget_min_concurrency; /* retries always allowed below this many; default 3 */
+};
+
+enum proxy_authz_action { PROXY_AUTHZ_ALLOW, PROXY_AUTHZ_DENY };
+
+/* One AuthorizationPolicy rule: matches when every present part matches
+ * (from: any source entry; to: any operation entry). Strings ending in '*'
+ * are prefixes, starting with '*' suffixes, "*" alone anything. */
+struct proxy_authz_source {
+    char **principals, **not_principals, **namespaces, **not_namespaces;
+    size_t nprincipals, nnot_principals, nnamespaces, nnot_namespaces;
+};
+struct proxy_authz_operation {
+    char **methods, **not_methods, **paths, **not_paths;
+    size_t nmethods, nnot_methods, npaths, nnot_paths;
+};
+struct proxy_authz_rule {
+    struct proxy_authz_source *from; /* any of them; 0: any source */
+    size_t nfrom;
+    struct proxy_authz_operation *to; /* any of them; 0: any operation */
+    size_t nto;
+};
+struct proxy_authz_policy {
+    char *name;
+    enum proxy_authz_action action;
+    struct proxy_authz_rule *rules; /* any of them; ALLOW with 0 rules allows nothing, DENY with 0 denies nothing */
+    size_t nrules;
 };
 
 struct proxy_redirect {
@@ -152,6 +263,11 @@ struct proxy_route {
     struct proxy_destination *destinations;
     size_t ndestinations;
     uint32_t total_weight;
+    struct proxy_mirror *mirror;  /* or NULL */
+    struct proxy_fault *fault;    /* or NULL */
+    struct proxy_retry retry;     /* attempts 0: none */
+    char **listeners;             /* only on these listeners; 0: all */
+    size_t nlisteners;
     struct proxy_redirect *redirect;
     struct proxy_direct_response *direct;
 
@@ -167,9 +283,15 @@ struct proxy_route {
     uint32_t max_header_bytes; /* 0: the listener's */
 };
 
+enum proxy_listener_role { PROXY_ROLE_GATEWAY, PROXY_ROLE_INBOUND, PROXY_ROLE_OUTBOUND };
+enum proxy_mtls_mode { PROXY_MTLS_STRICT, PROXY_MTLS_PERMISSIVE };
+
 struct proxy_listener {
     char *name;
     struct net_addr addr;
+    enum proxy_listener_role role; /* inbound: mTLS in front of the app; outbound: the app's HTTP_PROXY */
+    enum proxy_mtls_mode mtls_mode;  /* inbound only */
+    char *client_ca_file;            /* inbound: the trust bundle client certificates must chain to */
     /* TLS: certificates chosen by SNI, the first is the default; 0 = plain */
     char **cert_files, **key_files;
     size_t ncerts;
@@ -207,6 +329,11 @@ struct proxy_config {
     bool uses_waf;
     struct net_addr admin_addr;   /* admin listener; port 0 with admin_enabled false: off */
     bool admin_enabled;
+    struct proxy_authz_policy *authz; /* inbound listeners only */
+    size_t nauthz;
+    char *workload;               /* this proxy's workload ("order"), for metrics; "" gateway */
+    char *spiffe_id;              /* our own identity (from the workload certificate), or NULL */
+    char *region, *zone;          /* our locality, for locality-aware balancing; NULL: unknown */
 };
 
 /* Loads and validates path. 0, or <0 with err "FILE: $.routes[2].cluster: ...". refs = 1. */
@@ -227,6 +354,7 @@ struct proxy_match_input {
     struct str host, path, method;
     const struct http1_header *headers;
     size_t nheaders;
+    const char *listener; /* the listener's name: routes with `listeners` match only there */
 };
 /* The first route matching, or NULL. */
 const struct proxy_route *proxy_route_match(const struct proxy_config *c, const struct proxy_match_input *in);

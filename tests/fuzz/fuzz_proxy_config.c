@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t h = 0; h < 5; h++)
         for (size_t p = 0; p < 5; p++) {
             const struct http1_header hs[] = { { STR_LIT("X-Canary"), STR_LIT("1") } };
-            struct proxy_match_input in = { str_from_cstr(hosts[h]), str_from_cstr(paths[p]), STR_LIT("GET"), hs, 1 };
+            struct proxy_match_input in = { str_from_cstr(hosts[h]), str_from_cstr(paths[p]), STR_LIT("GET"), hs, 1, "http" };
             const struct proxy_route *r = proxy_route_match(c, &in);
             /* every route does exactly one thing; a weighted pick lands on a destination */
             if (r && (!!r->ndestinations + !!r->redirect + !!r->direct) != 1)
