@@ -31,7 +31,7 @@
 /* ---- metrics --------------------------------------------------------------- */
 
 static struct metrics_family *m_requests, *m_duration, *m_upstream_rq, *m_connect_fail, *m_timeouts, *m_limited,
-    *m_waf, *m_jwt, *m_rbac;
+    *m_waf, *m_jwt, *m_rbac, *m_retries, *m_retry_refused, *m_overflow, *m_mirrored, *m_faults;
 
 void engine_metrics_init(void)
 {
@@ -57,6 +57,18 @@ void engine_metrics_init(void)
                              METRICS_LABELS("route", "action"), &m_waf);
     metrics_register_counter(r, "strata_proxy_jwt_rejected_total", "Requests refused by JWT authentication.",
                              METRICS_LABELS("route", "reason"), &m_jwt);
+    metrics_register_counter(r, "strata_proxy_retries_total", "Retries sent, by cluster.", METRICS_LABELS("cluster"),
+                             &m_retries);
+    metrics_register_counter(r, "strata_proxy_retries_refused_total",
+                             "Retries not sent: over the retry budget or max_retries.",
+                             METRICS_LABELS("cluster", "why"), &m_retry_refused);
+    metrics_register_counter(r, "strata_proxy_overflow_total",
+                             "Requests refused by a cluster's circuit breaker (503 overflow).",
+                             METRICS_LABELS("cluster"), &m_overflow);
+    metrics_register_counter(r, "strata_proxy_mirrored_total", "Mirrored request copies, by outcome.",
+                             METRICS_LABELS("outcome"), &m_mirrored);
+    metrics_register_counter(r, "strata_proxy_faults_injected_total", "Faults injected, by route and kind.",
+                             METRICS_LABELS("route", "kind"), &m_faults);
     metrics_register_counter(r, "strata_proxy_rbac_denied_total",
                              "Inbound requests denied by authorization, by deciding policy.", METRICS_LABELS("policy"),
                              &m_rbac);
@@ -192,6 +204,7 @@ int engine_worker_init(struct worker *w, struct engine *e, struct loop *l, struc
 
 void engine_worker_fini(struct worker *w)
 {
+    engine_cancel_shadows(w);
     gen_unref(w->gen);
     w->gen = NULL;
     http1_client_free(w->client);
@@ -212,7 +225,7 @@ void engine_worker_adopt(struct worker *w, struct proxy_config *c)
 
 /* ---- one request -------------------------------------------------------------- */
 
-enum stage { ST_AUTHN, ST_RATELIMIT, ST_WAF, ST_FORWARD };
+enum stage { ST_AUTHN, ST_RATELIMIT, ST_WAF, ST_FAULT, ST_ABORT, ST_FORWARD };
 
 struct fwd {
     struct http1_exchange *x;
@@ -240,6 +253,13 @@ struct fwd {
     struct trace_ctx trace;             /* the server span's context, always */
     const char *reason;         /* of the proxy's own error, or "" */
     const char *peer_id;        /* inbound: the verified peer's SPIFFE ID, or NULL */
+    struct http1_client_request req; /* built once, sent per attempt */
+    uint64_t deadline_ms;       /* the route's timeout, over every attempt */
+    unsigned attempt;           /* 0: the first try */
+    bool holds_request, holds_retry; /* circuit-breaker counts taken */
+    bool timer_armed;
+    struct loop_timer timer;    /* fault delay, retry backoff */
+    void (*on_timer)(struct fwd *f);
     char *xfcc;                 /* inbound: x-forwarded-client-cert to send, or NULL */
     char request_id[129];
 };
@@ -642,6 +662,58 @@ static int class_of(int status)
     return status >= 100 && status < 600 ? status / 100 : 0;
 }
 
+static void send_attempt(struct fwd *f);
+static void retry_now(struct fwd *f);
+static void on_abort(struct http1_exchange *x);
+#define on_abort_cb on_abort
+
+static void fwd_timer_cb(struct loop_timer *t)
+{
+    struct fwd *f = t->data;
+    f->timer_armed = false;
+    f->on_timer(f);
+}
+
+static void fwd_after(struct fwd *f, uint64_t ms, void (*fn)(struct fwd *f))
+{
+    if (!f->timer.loop)
+        loop_timer_init(f->w->loop, &f->timer, fwd_timer_cb, f);
+    f->on_timer = fn;
+    f->timer_armed = true;
+    loop_timer_start(&f->timer, ms);
+}
+
+/* Retries (VirtualService retries): after a failed attempt that the route's
+ * retryOn covers, with attempts left, time left, and room in the retry
+ * budget and max_retries. True when a retry was scheduled. */
+static bool maybe_retry(struct fwd *f, int err, int status)
+{
+    const struct proxy_retry *rt = &f->route->retry;
+    struct resil_cluster *rc = f->cluster->resil;
+    if (f->attempt >= rt->attempts || !resil_should_retry(rt, err, status, f->x->req.method))
+        return false;
+    uint32_t backoff = resil_backoff_ms(rt, f->attempt + 1, rand_u64());
+    if (loop_now_ms(f->w->loop) + backoff >= f->deadline_ms)
+        return false;
+    if (f->holds_retry) {
+        resil_retry_release(rc);
+        f->holds_retry = false;
+    }
+    enum resil_retry_refusal why;
+    if (!resil_retry_acquire(rc, rt, &why)) {
+        f->reason = why == RESIL_OVER_BUDGET ? "retry_budget_exhausted" : "overflow";
+        metrics_counter_add(metrics_counter_with(m_retry_refused, f->cluster->name,
+                                                 why == RESIL_OVER_BUDGET ? "budget" : "max_retries"), 1);
+        return false;
+    }
+    f->holds_retry = true;
+    f->attempt++;
+    metrics_counter_add(metrics_counter_with(m_retries, f->cluster->name), 1);
+    f->x->on_abort = on_abort_cb;
+    fwd_after(f, backoff, retry_now);
+    return true;
+}
+
 static void upstream_done(int err, const struct http1_client_response *resp, void *arg)
 {
     struct fwd *f = arg;
@@ -650,6 +722,16 @@ static void upstream_done(int err, const struct http1_client_response *resp, voi
     x->on_abort = NULL;
     atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
     const char *cname = f->cluster->name;
+    size_t epi = (size_t)(f->ep - f->cluster->endpoints);
+    resil_report(f->cluster->resil, epi, err, err ? 0 : resp->status, loop_now_ms(f->w->loop));
+    if (f->up_span && (err || resp->status >= 500)) {
+        trace_span_set_status(f->up_span, TRACE_STATUS_ERROR, STR_NULL);
+        trace_span_end(f->up_span);
+        f->up_span = NULL;
+    }
+    if (maybe_retry(f, err, err ? 0 : resp->status))
+        return;
+    bool budget = !strcmp(f->reason, "retry_budget_exhausted");
     if (err) {
         int status = 503;
         const char *code = "upstream_unavailable", *msg = "the upstream could not be reached";
@@ -671,7 +753,11 @@ static void upstream_done(int err, const struct http1_client_response *resp, voi
         trace_span_set_status(f->up_span, TRACE_STATUS_ERROR, str_from_cstr(code));
         trace_span_end(f->up_span);
         f->up_span = NULL;
-        reply_error(f, status, code, msg);
+        if (budget)
+            reply_error(f, 503, "retry_budget_exhausted",
+                        "the upstream failed and the retry budget allows no more retries now");
+        else
+            reply_error(f, status, code, msg);
         return;
     }
     size_t ci = (size_t)(f->cluster - f->g->cfg->clusters);
@@ -724,6 +810,10 @@ static void on_abort(struct http1_exchange *x)
     struct fwd *f = x->user;
     if (!f)
         return;
+    if (f->timer_armed) {
+        loop_timer_stop(&f->timer);
+        f->timer_armed = false;
+    }
     if (f->authn)
         authn_cancel(f->authn);
     if (f->rl)
@@ -743,6 +833,85 @@ static void on_abort(struct http1_exchange *x)
     }
 }
 
+/* Mirroring: a copy of the request to the mirror destination, Host
+ * suffixed "-shadow", fire-and-forget: the answer is discarded and the
+ * client never waits for it. The worker cancels copies still running when
+ * it stops. */
+struct shadow {
+    struct shadow *next, *prev;
+    struct worker *w;
+    struct http1_client_call *call;
+};
+
+static void shadow_unlink(struct shadow *sh)
+{
+    if (sh->prev)
+        sh->prev->next = sh->next;
+    else
+        sh->w->shadows = sh->next;
+    if (sh->next)
+        sh->next->prev = sh->prev;
+}
+
+static void shadow_done(int err, const struct http1_client_response *resp, void *arg)
+{
+    struct shadow *sh = arg;
+    (void)resp;
+    metrics_counter_add(metrics_counter_with(m_mirrored, err ? "error" : "answered"), 1);
+    shadow_unlink(sh);
+    free(sh);
+}
+
+void engine_cancel_shadows(struct worker *w)
+{
+    while (w->shadows) {
+        struct shadow *sh = w->shadows;
+        shadow_unlink(sh);
+        http1_client_cancel(sh->call);
+        free(sh);
+    }
+}
+
+static void mirror(struct fwd *f)
+{
+    const struct proxy_mirror *m = f->route->mirror;
+    const char *why;
+    struct proxy_endpoint *ep = pick_endpoint(f, &m->dest, NULL, &why);
+    struct shadow *sh = ep ? calloc(1, sizeof *sh) : NULL;
+    char *host = arena_alloc(&f->x->arena, f->req.host.n + 8);
+    if (!sh || !host) {
+        free(sh);
+        metrics_counter_add(metrics_counter_with(m_mirrored, "skipped"), 1);
+        return;
+    }
+    struct str h = host_only(f->req.host);
+    memcpy(host, h.p, h.n);
+    memcpy(host + h.n, "-shadow", 8);
+    struct http1_client_request req = f->req;
+    req.addr = ep->addr;
+    req.host = str_from_cstr(host);
+    req.timeout_ms = f->route->timeout_ms ? f->route->timeout_ms : 15000;
+    size_t cidx = (size_t)(m->dest.cluster - f->g->cfg->clusters);
+    if (m->dest.cluster->tls) {
+        if (!f->g->up_tls[cidx].ctx) {
+            free(sh);
+            return;
+        }
+        req.wrap = wrap_upstream;
+        req.wrap_arg = &f->g->up_tls[cidx];
+        req.pool_key = m->dest.cluster->name;
+    }
+    sh->w = f->w;
+    if (http1_client_send(f->w->client, &req, shadow_done, sh, &sh->call) < 0) {
+        free(sh);
+        return;
+    }
+    sh->next = f->w->shadows;
+    if (sh->next)
+        sh->next->prev = sh;
+    f->w->shadows = sh;
+}
+
 static void forward(struct fwd *f)
 {
     struct http1_exchange *x = f->x;
@@ -760,6 +929,14 @@ static void forward(struct fwd *f)
                                                           : "no endpoint of the destination passes its health checks");
         return;
     }
+    /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests). */
+    if (!resil_request_acquire(f->cluster->resil)) {
+        metrics_counter_add(metrics_counter_with(m_overflow, f->cluster->name), 1);
+        const struct http1_header oh[] = { { STR_LIT("x-strata-overflow"), STR_LIT("1") } };
+        reply_error_h(f, 503, "overflow", "the destination's circuit breaker is open: too many requests in flight", oh, 1);
+        return;
+    }
+    f->holds_request = true;
 
     /* Target: as received (origin form), or the path with the route's
      * prefix rewritten (or taken out of absolute form), then the query. */
@@ -846,11 +1023,10 @@ static void forward(struct fwd *f)
      * (without an exporter, the ids alone: no span is recorded). */
     struct trace_ctx up = f->trace;
     if (f->span) {
+        /* One upstream span per request: retries are attributes of it. */
         f->up_span = trace_span_start(f->w->tracer, "upstream", TRACE_SPAN_CLIENT, &f->trace);
         if (f->up_span)
             up = *trace_span_ctx(f->up_span);
-        trace_span_set_attr_str(f->up_span, "server.address", str_from_cstr(f->ep->name));
-        trace_span_set_attr_str(f->up_span, "strata.cluster", str_from_cstr(f->cluster->name));
     } else {
         rand_hex(up.span_id, 8);
     }
@@ -858,17 +1034,38 @@ static void forward(struct fwd *f)
     if (tp && trace_format_traceparent(&up, tp) == 0)
         h[n++] = (struct http1_header){ STR_LIT("traceparent"), str_from_cstr(tp) };
 
-    struct http1_client_request req = {
-        .addr = f->ep->addr,
+    f->req = (struct http1_client_request){
         .method = x->req.method,
         .target = target,
         .host = rt->rewrite_host ? str_from_cstr(rt->rewrite_host) : f->host,
         .headers = h,
         .nheaders = n,
         .body = x->body,
-        .timeout_ms = rt->timeout_ms ? rt->timeout_ms : 15000,
     };
-    size_t cidx = (size_t)(f->cluster - c->clusters);
+    uint64_t now = loop_now_ms(f->w->loop);
+    f->deadline_ms = now + (rt->timeout_ms ? rt->timeout_ms : 15000);
+    if (rt->mirror && rand_below(10000) < rt->mirror->percent_x100)
+        mirror(f);
+    send_attempt(f);
+}
+
+/* One attempt to f->ep, within the route's deadline and the per-try timeout. */
+static void send_attempt(struct fwd *f)
+{
+    struct http1_exchange *x = f->x;
+    const struct proxy_route *rt = f->route;
+    uint64_t now = loop_now_ms(f->w->loop);
+    if (now >= f->deadline_ms) {
+        reply_error(f, 504, "upstream_timeout", "the upstream did not answer within the route's timeout");
+        return;
+    }
+    uint64_t left = f->deadline_ms - now;
+    if (rt->retry.per_try_timeout_ms && rt->retry.per_try_timeout_ms < left)
+        left = rt->retry.per_try_timeout_ms;
+    struct http1_client_request req = f->req;
+    req.addr = f->ep->addr;
+    req.timeout_ms = (uint32_t)left;
+    size_t cidx = (size_t)(f->cluster - f->g->cfg->clusters);
     if (f->cluster->tls) {
         if (!f->g->up_tls[cidx].ctx) {
             reply_error(f, 503, "upstream_tls_unavailable", "the workload certificate for this upstream could not be loaded");
@@ -878,6 +1075,16 @@ static void forward(struct fwd *f)
         req.wrap_arg = &f->g->up_tls[cidx];
         req.pool_key = f->cluster->name;
     }
+    if (f->span) {
+        /* The first attempt's span was made with the headers (its id is in
+         * traceparent); a retry gets a span of its own. */
+        if (!f->up_span)
+            f->up_span = trace_span_start(f->w->tracer, "upstream", TRACE_SPAN_CLIENT, &f->trace);
+        trace_span_set_attr_str(f->up_span, "server.address", str_from_cstr(f->ep->name));
+        trace_span_set_attr_str(f->up_span, "strata.cluster", str_from_cstr(f->cluster->name));
+        if (f->attempt)
+            trace_span_set_attr_int(f->up_span, "strata.retry", f->attempt);
+    }
     atomic_fetch_add_explicit(&f->ep->active, 1, memory_order_relaxed);
     x->on_abort = on_abort;
     if (http1_client_send(f->w->client, &req, upstream_done, f, &f->call) < 0) {
@@ -885,6 +1092,19 @@ static void forward(struct fwd *f)
         atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
         reply_error(f, 503, "upstream_unavailable", "the request could not be sent upstream");
     }
+}
+
+static void retry_now(struct fwd *f)
+{
+    const char *why = "";
+    struct proxy_endpoint *prev = f->ep;
+    f->ep = pick_endpoint(f, f->dest, prev, &why);
+    if (!f->ep) {
+        f->ep = prev;
+        reply_error(f, 503, why, "no endpoint is left to retry on");
+        return;
+    }
+    send_attempt(f);
 }
 
 /* Runs the remaining stages; returns when one is pending or answered. */
@@ -932,7 +1152,7 @@ static void fwd_run(struct fwd *f)
             break;
         }
         case ST_WAF: {
-            f->stage = ST_FORWARD;
+            f->stage = ST_FAULT;
             if (rt->waf.mode == PROXY_WAF_OFF || !f->w->engine->waf)
                 break;
             char cip[64];
@@ -961,6 +1181,32 @@ static void fwd_run(struct fwd *f)
             else
                 reply_error(f, 503, "waf_unavailable", "the request could not be inspected; retry later");
             return;
+        }
+        case ST_FAULT: {
+            f->stage = ST_FORWARD;
+            const struct proxy_fault *fl = rt->fault;
+            if (!fl)
+                break;
+            if (fl->delay_ms && rand_below(10000) < fl->delay_percent_x100) {
+                /* The delay first, then (maybe) the abort, as Envoy does. */
+                metrics_counter_add(metrics_counter_with(m_faults, route_name(f), "delay"), 1);
+                f->stage = ST_ABORT;
+                x->on_abort = on_abort;
+                fwd_after(f, fl->delay_ms, fwd_run);
+                return;
+            }
+            f->stage = ST_ABORT;
+            break;
+        }
+        case ST_ABORT: {
+            f->stage = ST_FORWARD;
+            const struct proxy_fault *fl = rt->fault;
+            if (fl && fl->abort_status && rand_below(10000) < fl->abort_percent_x100) {
+                metrics_counter_add(metrics_counter_with(m_faults, route_name(f), "abort"), 1);
+                reply_error(f, fl->abort_status, "fault_injected", "this answer was injected by the route's fault policy");
+                return;
+            }
+            break;
         }
         case ST_FORWARD:
             forward(f);
@@ -1100,6 +1346,12 @@ void engine_complete(struct http1_exchange *x, int status, void *arg)
     if (!f)
         return;
     x->user = NULL;
+    if (f->timer_armed)
+        loop_timer_stop(&f->timer);
+    if (f->holds_retry)
+        resil_retry_release(f->cluster->resil);
+    if (f->holds_request)
+        resil_request_release(f->cluster->resil);
     struct gen *g = f->g;
     struct route_metrics *rm = f->route ? &g->rm[f->route - g->cfg->routes] : &g->none;
     int k = class_of(status);

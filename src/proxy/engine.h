@@ -26,6 +26,7 @@
 
 struct rl_local;
 struct waf;
+struct shadow;
 
 /* Process-wide state, made once by main. */
 struct engine {
@@ -61,12 +62,16 @@ struct worker {
     struct http1_client *client;
     struct gen *gen;       /* the generation new requests use */
     struct trace_tracer *tracer; /* OTLP export from the environment; NULL: ids only */
+    struct shadow *shadows;      /* mirrored copies in flight */
     int index;
 };
 
 /* Worker setup and teardown, on the worker's thread (or before it starts). */
 int engine_worker_init(struct worker *w, struct engine *e, struct loop *l, struct proxy_config *c, int index);
 void engine_worker_fini(struct worker *w);
+/* Cancels mirrored copies still in flight (before the worker's client goes). */
+void engine_cancel_shadows(struct worker *w);
+struct shadow;
 /* Adopts config c (the caller's reference moves to the worker). On w's thread. */
 void engine_worker_adopt(struct worker *w, struct proxy_config *c);
 /* The HTTP server callbacks; handler_arg is a struct served. */

@@ -28,6 +28,7 @@
 #include "proxy/engine.h"
 #include "proxy/health.h"
 #include "proxy/ratelimit.h"
+#include "proxy/resilience.h"
 #include "proxy/waf.h"
 
 static struct engine engine;
@@ -103,6 +104,34 @@ static bool same_listeners(const struct proxy_config *a, const struct proxy_conf
     return true;
 }
 
+/* Run-time resilience state for every cluster of c, carrying outlier
+ * verdicts over from prev's cluster of the same name. */
+static int prepare_resilience(struct proxy_config *c, const struct proxy_config *prev, char *err, size_t errsz)
+{
+    for (size_t i = 0; i < c->nclusters; i++) {
+        struct proxy_cluster *k = &c->clusters[i];
+        if (!(k->resil = resil_cluster_new(k))) {
+            snprintf(err, errsz, "out of memory");
+            return -ENOMEM;
+        }
+        for (size_t j = 0; prev && j < prev->nclusters; j++)
+            if (!strcmp(prev->clusters[j].name, k->name) && prev->clusters[j].resil)
+                resil_cluster_inherit(k->resil, prev->clusters[j].resil);
+    }
+    return 0;
+}
+
+/* Outlier detection's clock: re-admissions and multiplier decay. */
+static struct loop_timer resil_timer;
+static void resil_tick_cb(struct loop_timer *t)
+{
+    uint64_t now = loop_now_ms(main_loop);
+    for (size_t i = 0; current && i < current->nclusters; i++)
+        if (current->clusters[i].resil)
+            resil_tick(current->clusters[i].resil, now);
+    loop_timer_start(t, 100);
+}
+
 /* Loads WAF rule sets for every (paranoia, threshold) the config uses. */
 static int prepare_waf(const struct proxy_config *c, char *err, size_t errsz)
 {
@@ -150,7 +179,7 @@ static int reload(char *err, size_t errsz)
         proxy_config_unref(c);
         goto fail;
     }
-    if (prepare_waf(c, err, errsz) < 0) {
+    if (prepare_waf(c, err, errsz) < 0 || prepare_resilience(c, current, err, errsz) < 0) {
         proxy_config_unref(c);
         goto fail;
     }
@@ -455,6 +484,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "strata-proxy: waf: %s\n", err);
         return 2;
     }
+    if (prepare_resilience(boot, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "strata-proxy: %s\n", err);
+        return 1;
+    }
     if (start_listeners() < 0)
         return 2;
     current = proxy_config_ref(boot);
@@ -543,6 +576,8 @@ int main(int argc, char **argv)
                          "TLS handshakes that failed (protocol, version, certificate or cipher mismatch).",
                          tls_failed, NULL);
     health = health_start(main_loop, current, NULL);
+    loop_timer_init(main_loop, &resil_timer, resil_tick_cb, NULL);
+    loop_timer_start(&resil_timer, 100);
     for (size_t j = 0; j < nlisteners; j++) {
         char a[80];
         log_info("listening", LOG_STR("listener", boot->listeners[j].name), LOG_BOOL("tls", listeners[j].tls != NULL),
@@ -553,6 +588,7 @@ int main(int argc, char **argv)
         pthread_create(&threads[i].id, NULL, worker_main, &workers[i]);
     /* The main thread serves signals, admin and health checks until the workers end. */
     loop_run_until_joined(main_loop, threads, (size_t)nworkers);
+    loop_timer_stop(&resil_timer);
     health_stop(health);
     for (int i = 0; i < nworkers; i++) {
         for (size_t j = 0; j < workers[i].nserved; j++)

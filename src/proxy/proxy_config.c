@@ -9,6 +9,7 @@
 
 #include "core/http1_parse.h"
 #include "core/json.h"
+#include "proxy/resilience.h"
 
 struct ctx {
     const char *file;
@@ -1668,6 +1669,7 @@ void proxy_config_free(struct proxy_config *c)
     }
     for (size_t i = 0; i < c->nclusters; i++) {
         struct proxy_cluster *k = &c->clusters[i];
+        resil_cluster_free(k->resil);
         free(k->name);
         for (size_t j = 0; j < k->nendpoints; j++)
             free_labels(k->endpoints[j].labels, k->endpoints[j].nlabels);

@@ -71,7 +71,6 @@ struct resil_cluster *resil_cluster_new(const struct proxy_cluster *c)
     r->outlier = c->outlier;
     r->nendpoints = c->nendpoints;
     for (size_t i = 0; i < c->nendpoints; i++) {
-        _Static_assert(sizeof r->endpoints[i].name == sizeof c->endpoints[i].name, "endpoint name size");
         memcpy(r->endpoints[i].name, c->endpoints[i].name, sizeof r->endpoints[i].name);
         r->endpoints[i].name[sizeof r->endpoints[i].name - 1] = '\0';
     }
@@ -95,7 +94,7 @@ void resil_cluster_free(struct resil_cluster *r)
 
 static void add_stat(_Atomic uint64_t *to, const _Atomic uint64_t *from)
 {
-    atomic_fetch_add_explicit(to, atomic_load_explicit((_Atomic uint64_t *)from, RELAXED), RELAXED);
+    atomic_fetch_add_explicit(to, atomic_load_explicit(from, RELAXED), RELAXED);
 }
 
 static const struct resil_endpoint *find_endpoint(const struct resil_cluster *old, const char *name,
@@ -130,7 +129,8 @@ void resil_cluster_inherit(struct resil_cluster *r, const struct resil_cluster *
         const struct resil_endpoint *o = find_endpoint(old, e->name, i);
         if (!o)
             continue;
-#define COPY(field) atomic_store_explicit(&e->field, atomic_load_explicit((__typeof__(&e->field))&o->field, RELAXED), RELAXED)
+#define COPY(field) \
+    atomic_store_explicit(&e->field, atomic_load_explicit(&o->field, RELAXED), RELAXED)
         COPY(consecutive_5xx);
         COPY(consecutive_gateway);
         COPY(ejected_until);
@@ -173,6 +173,8 @@ static void counter_release(_Atomic uint32_t *c)
 
 bool resil_request_acquire(struct resil_cluster *r)
 {
+    if (!r)
+        return true;
     if (counter_acquire(&r->requests, r->breaker.max_requests))
         return true;
     count(&r->overflow_requests);
@@ -181,11 +183,15 @@ bool resil_request_acquire(struct resil_cluster *r)
 
 void resil_request_release(struct resil_cluster *r)
 {
+    if (!r)
+        return;
     counter_release(&r->requests);
 }
 
 bool resil_pending_acquire(struct resil_cluster *r)
 {
+    if (!r)
+        return true;
     if (counter_acquire(&r->pending, r->breaker.max_pending_requests))
         return true;
     count(&r->overflow_pending);
@@ -194,11 +200,15 @@ bool resil_pending_acquire(struct resil_cluster *r)
 
 void resil_pending_release(struct resil_cluster *r)
 {
+    if (!r)
+        return;
     counter_release(&r->pending);
 }
 
 bool resil_conn_allowed(struct resil_cluster *r)
 {
+    if (!r)
+        return true;
     uint32_t max = r->breaker.max_connections;
     if (!max || atomic_load_explicit(&r->connections, RELAXED) < max)
         return true;
@@ -208,17 +218,26 @@ bool resil_conn_allowed(struct resil_cluster *r)
 
 void resil_conn_opened(struct resil_cluster *r)
 {
+    if (!r)
+        return;
     atomic_fetch_add_explicit(&r->connections, 1, RELAXED);
 }
 
 void resil_conn_closed(struct resil_cluster *r)
 {
+    if (!r)
+        return;
     counter_release(&r->connections);
 }
 
 bool resil_retry_acquire(struct resil_cluster *r, const struct proxy_retry *rt,
                          enum resil_retry_refusal *why)
 {
+    if (!r) {
+        if (why)
+            *why = RESIL_OK;
+        return true;
+    }
     enum resil_retry_refusal res = RESIL_OK;
     uint32_t max = r->breaker.max_retries;
     uint32_t cur = atomic_load_explicit(&r->retries, RELAXED);
@@ -229,7 +248,8 @@ bool resil_retry_acquire(struct resil_cluster *r, const struct proxy_retry *rt,
         }
         if (rt) {
             /* 64 bits: 2^32 requests × 100 % does not fit in 32. */
-            uint64_t limit = (uint64_t)atomic_load_explicit(&r->requests, RELAXED) * rt->budget_percent / 100;
+            uint64_t requests = atomic_load_explicit(&r->requests, RELAXED);
+            uint64_t limit = requests * rt->budget_percent / 100;
             if (limit < rt->budget_min_concurrency)
                 limit = rt->budget_min_concurrency;
             if (cur >= limit) {
@@ -251,6 +271,8 @@ bool resil_retry_acquire(struct resil_cluster *r, const struct proxy_retry *rt,
 
 void resil_retry_release(struct resil_cluster *r)
 {
+    if (!r)
+        return;
     counter_release(&r->retries);
 }
 
@@ -305,7 +327,8 @@ bool resil_should_retry(const struct proxy_retry *rt, int err, int status, struc
     unsigned on = rt->retry_on;
     switch (failure_of(err)) {
     case FAIL_CONNECT:
-        return on & (PROXY_RETRY_5XX | PROXY_RETRY_GATEWAY_ERROR | PROXY_RETRY_CONNECT_FAILURE | PROXY_RETRY_RESET);
+        return on & (PROXY_RETRY_5XX | PROXY_RETRY_GATEWAY_ERROR | PROXY_RETRY_CONNECT_FAILURE |
+                     PROXY_RETRY_RESET);
     case FAIL_RESET:
         return on & (PROXY_RETRY_5XX | PROXY_RETRY_GATEWAY_ERROR | PROXY_RETRY_RESET);
     case FAIL_OTHER:
@@ -418,7 +441,7 @@ static bool bump(_Atomic uint32_t *c, uint32_t threshold)
 
 void resil_report(struct resil_cluster *r, size_t endpoint, int err, int status, uint64_t now_ms)
 {
-    if (!r->outlier.enabled || endpoint >= r->nendpoints)
+    if (!r || !r->outlier.enabled || endpoint >= r->nendpoints)
         return;
     struct resil_endpoint *e = &r->endpoints[endpoint];
     uint64_t until = atomic_load_explicit(&e->ejected_until, RELAXED);
@@ -457,7 +480,7 @@ void resil_report(struct resil_cluster *r, size_t endpoint, int err, int status,
 
 bool resil_is_ejected(const struct resil_cluster *r, size_t endpoint, uint64_t now_ms)
 {
-    if (!r->outlier.enabled || endpoint >= r->nendpoints)
+    if (!r || !r->outlier.enabled || endpoint >= r->nendpoints)
         return false;
     uint64_t until = atomic_load_explicit(&r->endpoints[endpoint].ejected_until, RELAXED);
     return until && now_ms < until;
@@ -465,7 +488,7 @@ bool resil_is_ejected(const struct resil_cluster *r, size_t endpoint, uint64_t n
 
 void resil_tick(struct resil_cluster *r, uint64_t now_ms)
 {
-    if (!r->outlier.enabled)
+    if (!r || !r->outlier.enabled)
         return;
     pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->nendpoints; i++) {
@@ -485,12 +508,16 @@ void resil_tick(struct resil_cluster *r, uint64_t now_ms)
 
 size_t resil_ejected_count(const struct resil_cluster *r)
 {
-    return atomic_load_explicit(&r->nejected, RELAXED);
+    return r ? atomic_load_explicit(&r->nejected, RELAXED) : 0;
 }
 
 void resil_stats(const struct resil_cluster *r, struct resil_stats *out)
 {
-#define LOAD(x) atomic_load_explicit((__typeof__(&r->x))&r->x, RELAXED)
+    if (!r) {
+        *out = (struct resil_stats){ 0 };
+        return;
+    }
+#define LOAD(x) atomic_load_explicit(&r->x, RELAXED)
     *out = (struct resil_stats){
         .ejections = LOAD(ejections),
         .ejections_refused = LOAD(ejections_refused),

@@ -15,8 +15,8 @@
  * counter still counts, for the budget and for metrics:
  *   requests     a request routed to the cluster, from routing until its
  *                response is complete, all its attempts included;
- *   retries      an attempt after the first, for as long as it runs (the
- *                backoff wait is not counted: acquire when the retry starts);
+ *   retries      an attempt after the first, from when it is scheduled
+ *                (its backoff wait included) until it ends;
  *   pending      a request waiting for a new upstream connection;
  *   connections  upstream connections open (the engine reports them).
  * Each refusal is counted by kind (resil_stats).
@@ -30,24 +30,30 @@
  * Outlier detection follows Envoy (what Istio configures):
  *   - consecutive 5xx: 500..599, and local failures of both kinds (see
  *     resil_should_retry); consecutive gateway errors: 502, 503, 504 and
- *     local connect failures / timeouts (not resets). A 5xx that is not a gateway error restarts the gateway
- *     count; any other HTTP status restarts both; other local errors
- *     (-ENOMEM ...) say nothing about the endpoint and are ignored. A count
- *     reaching its threshold (0: trigger off) ejects the endpoint at once,
- *     and both counts restart;
- *   - at most max(1, n × max_ejection_percent / 100) of the cluster's n
- *     endpoints are ejected at a time (the "at least one" only when n ≥ 2:
- *     the single endpoint of a cluster is never ejected unless the percent
- *     is 100). A refused ejection is counted and its count restarts, as in
- *     Envoy, so it takes another full run of errors to try again;
- *   - the k-th ejection in a row lasts base_ejection_ms × k, capped at
- *     max(RESIL_MAX_EJECTION_MS, base_ejection_ms); k drops by one for each
- *     whole interval the endpoint spends admitted (resil_tick);
+ *     local connect failures / timeouts (not resets). A 5xx that is not a
+ *     gateway error restarts the gateway count; any other HTTP status
+ *     restarts both; other local errors (-ENOMEM ...) say nothing about the
+ *     endpoint and are ignored. A count reaching its threshold (0: trigger
+ *     off) ejects the endpoint at once, and both counts restart;
+ *   - at most n × max_ejection_percent / 100 (rounded down) of the
+ *     cluster's n endpoints are ejected at a time, but at least 1 when
+ *     n ≥ 2 (so 3 endpoints at 10 % → 1, 10 at 30 % → 3; the single
+ *     endpoint of a cluster is ejected only at 100 %). A refused ejection
+ *     is counted and the counts restart as well (as in Envoy), so it takes
+ *     another full run of errors to try again;
+ *   - each endpoint has a multiplier k: an ejection raises it by one and
+ *     lasts base_ejection_ms × k, capped at max(RESIL_MAX_EJECTION_MS,
+ *     base_ejection_ms) (k stops growing there); each whole interval the
+ *     endpoint then spends admitted lowers k by one (resil_tick). So the
+ *     second ejection in a row lasts twice the first;
  *   - an ejected endpoint is re-admitted when its time is over: at once for
  *     resil_is_ejected, and in the books (resil_ejected_count, the max
  *     percent) at the next resil_tick or ejection;
  *   - results reported for an ejected endpoint (late answers of requests
  *     sent before the ejection) are ignored.
+ *
+ * A NULL struct resil_cluster * is accepted everywhere (as metrics.h's
+ * NULL children): no limits, nothing counted, nothing ejected.
  *
  * Thread safety: every function may be called from any thread at any time,
  * except resil_cluster_free and resil_cluster_inherit (see there). The hot
@@ -65,8 +71,8 @@
 #include "proxy/proxy_config.h"
 
 /* 300 s: Envoy's default max_ejection_time, which Istio does not expose. It
- * bounds how long a flapping endpoint stays out (the 10th ejection in a row
- * with the 30 s default base would otherwise last 5 minutes, the 20th 10). */
+ * bounds how long a flapping endpoint stays out: with the 30 s default base
+ * the 20th ejection in a row would otherwise last 10 minutes, the 100th 50. */
 #define RESIL_MAX_EJECTION_MS 300000u
 
 struct resil_cluster;
@@ -94,8 +100,8 @@ struct resil_stats {
 };
 
 /* State for cluster c: nothing in flight, no endpoint ejected. c is only
- * read during the call. Returns NULL on allocation failure (errno ENOMEM).
- * Free with resil_cluster_free. */
+ * read during the call. Returns NULL when c is NULL (errno EINVAL) or on
+ * allocation failure (errno ENOMEM). Free with resil_cluster_free. */
 struct resil_cluster *resil_cluster_new(const struct proxy_cluster *c);
 
 /* Frees r. Nothing may use r any more, nor during the call. NULL: no-op. */
@@ -136,10 +142,11 @@ void resil_retry_release(struct resil_cluster *r);
 bool resil_pending_acquire(struct resil_cluster *r);
 void resil_pending_release(struct resil_cluster *r);
 
-/* May a new upstream connection be opened? False (counted) when
- * max_connections are open. Advisory: the engine then waits for a pooled
- * one (or answers 503); two workers asking at once may both hear yes, and
- * go one over the limit, since the connection is counted only once
+/* May a new upstream connection be opened? False when max_connections are
+ * open; each false is counted, so ask once per request that needs a
+ * connection, not in a loop. Advisory: the engine then waits for a pooled
+ * one (or answers 503); workers asking at the same moment may all hear yes
+ * and go a few over the limit, since a connection is counted only once
  * opened. */
 bool resil_conn_allowed(struct resil_cluster *r);
 /* An upstream connection of the cluster was opened / closed (every one

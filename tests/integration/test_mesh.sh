@@ -108,7 +108,9 @@ got=$(curl -s -w ' %{http_code}' $X http://user/v1/hello/blocked)
 [ "$(st "http://127.0.0.1:$i3/v1/hello/x")" = 403 ] || stack_fail "PERMISSIVE: no identity must not pass an ALLOW on principals"
 [ "$(st "http://127.0.0.1:$i3/readyz")" = 200 ] || stack_fail "PERMISSIVE: plaintext to an allowed path"
 [ "$(st --cert "$C/order.pem" --key "$C/order.key" "https://127.0.0.1:$i3/v1/hello/x")" = 200 ] || stack_fail "PERMISSIVE: mTLS"
-curl -s "http://127.0.0.1:$a1/metrics" | grep -q '^strata_proxy_rbac_denied_total{policy="deny-blocked"} 1' || stack_fail "rbac metric"
+denied=$( (curl -s "http://127.0.0.1:$a1/metrics"; curl -s "http://127.0.0.1:$a2/metrics") |
+  sed -n 's/^strata_proxy_rbac_denied_total{policy="deny-blocked"} //p' | awk '{s += $1} END {print s + 0}')
+[ "$denied" = 1 ] || stack_fail "rbac metric: $denied"
 ok "authorization: allowed caller, another service (403), no identity (403), DENY over ALLOW, PERMISSIVE plaintext"
 
 # --- canary: 80/20 within ±2% over 10,000 requests
