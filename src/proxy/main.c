@@ -115,20 +115,36 @@ static int prepare_resilience(struct proxy_config *c, const struct proxy_config 
             return -ENOMEM;
         }
         for (size_t j = 0; prev && j < prev->nclusters; j++)
-            if (!strcmp(prev->clusters[j].name, k->name) && prev->clusters[j].resil)
+            if (!strcmp(prev->clusters[j].name, k->name) && prev->clusters[j].resil) {
                 resil_cluster_inherit(k->resil, prev->clusters[j].resil);
+                k->ejections_exported = prev->clusters[j].ejections_exported;
+            }
     }
     return 0;
 }
 
 /* Outlier detection's clock: re-admissions and multiplier decay. */
 static struct loop_timer resil_timer;
+static struct metrics_family *m_ejected, *m_ejections;
 static void resil_tick_cb(struct loop_timer *t)
 {
     uint64_t now = loop_now_ms(main_loop);
-    for (size_t i = 0; current && i < current->nclusters; i++)
-        if (current->clusters[i].resil)
-            resil_tick(current->clusters[i].resil, now);
+    for (size_t i = 0; current && i < current->nclusters; i++) {
+        struct proxy_cluster *k = &current->clusters[i];
+        if (!k->resil)
+            continue;
+        resil_tick(k->resil, now);
+        if (!k->outlier.enabled)
+            continue;
+        struct resil_stats st;
+        resil_stats(k->resil, &st);
+        metrics_gauge_set(metrics_gauge_with(m_ejected, k->name), (double)st.ejected);
+        /* The cumulative count survives reloads (inherited): export the growth. */
+        if (st.ejections > k->ejections_exported) {
+            metrics_counter_add(metrics_counter_with(m_ejections, k->name), st.ejections - k->ejections_exported);
+            k->ejections_exported = st.ejections;
+        }
+    }
     loop_timer_start(t, 100);
 }
 
@@ -576,6 +592,12 @@ int main(int argc, char **argv)
                          "TLS handshakes that failed (protocol, version, certificate or cipher mismatch).",
                          tls_failed, NULL);
     health = health_start(main_loop, current, NULL);
+    metrics_register_gauge(metrics_default(), "strata_proxy_outlier_ejected",
+                           "Endpoints ejected by outlier detection now, by cluster.", METRICS_LABELS("cluster"),
+                           &m_ejected);
+    metrics_register_counter(metrics_default(), "strata_proxy_outlier_ejections_total",
+                             "Endpoint ejections by outlier detection, by cluster.", METRICS_LABELS("cluster"),
+                             &m_ejections);
     loop_timer_init(main_loop, &resil_timer, resil_tick_cb, NULL);
     loop_timer_start(&resil_timer, 100);
     for (size_t j = 0; j < nlisteners; j++) {

@@ -99,6 +99,7 @@ struct proxy_cluster {
     struct proxy_upstream_tls *tls; /* NULL: plain HTTP */
     bool locality_aware;            /* prefer endpoints in our zone, then region; default true when labelled */
     struct resil_cluster *resil;    /* run time: breaker, retry budget and outlier state (set by the engine) */
+    uint64_t ejections_exported;    /* run time, main thread: ejections already counted in metrics */
 };
 
 /* JWT authentication (Istio RequestAuthentication). */
