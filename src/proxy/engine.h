@@ -58,7 +58,8 @@ struct worker {
     struct loop *loop;
     struct served *served; /* one per listener */
     size_t nserved;
-    int draining;          /* servers not drained yet */
+    int draining;          /* servers not drained yet (+1 while phase 2 has not started) */
+    int drain_phase;       /* 0 serving, 1 all but outbound draining, 2 everything draining */
     struct http1_client *client;
     struct gen *gen;       /* the generation new requests use */
     struct trace_tracer *tracer; /* OTLP export from the environment; NULL: ids only */

@@ -48,19 +48,78 @@ static uint64_t reloads_ok, reloads_failed;
 
 /* ---- drain ------------------------------------------------------------------ */
 
+/* Drain in two phases. Phase 1: every listener but the outbound ones
+ * (inbound traffic stops first). Phase 2: the outbound listeners — at once
+ * without an app, else once the app has exited (its ready_url refuses
+ * connections) or app.exit_wait_ms passed: the app keeps reaching its
+ * dependencies through the sidecar while it shuts down, which is the
+ * shutdown-ordering race Istio users hit. */
 static void on_drained(void *arg)
 {
     struct worker *w = arg;
-    if (--w->draining == 0)
+    if (--w->draining == 0 && w->drain_phase == 2)
         loop_stop(w->loop);
 }
-static void drain_cb(void *arg)
+static void drain_servers(struct worker *w, bool outbound)
+{
+    for (size_t i = 0; i < w->nserved; i++)
+        if ((w->served[i].l->cfg->role == PROXY_ROLE_OUTBOUND) == outbound) {
+            w->draining++;
+            http1_server_drain(w->served[i].server, on_drained, w);
+        }
+}
+static void drain_phase1_cb(void *arg)
 {
     struct worker *w = arg;
-    w->draining = (int)w->nserved;
-    for (size_t i = 0; i < w->nserved; i++)
-        http1_server_drain(w->served[i].server, on_drained, w);
+    w->drain_phase = 1;
+    w->draining++; /* held until phase 2 starts */
+    drain_servers(w, false);
 }
+static void drain_phase2_cb(void *arg)
+{
+    struct worker *w = arg;
+    drain_servers(w, true);
+    w->drain_phase = 2;
+    on_drained(w); /* the hold of phase 1 */
+}
+static void drain_outbound(void)
+{
+    for (int i = 0; i < nworkers; i++)
+        loop_post(workers[i].loop, drain_phase2_cb, &workers[i]);
+}
+
+/* Phase 2 waits for the app: probe its ready_url until it refuses. */
+static struct http1_client *app_client;
+static struct loop_timer app_exit_timer;
+static uint64_t app_exit_deadline;
+static void app_exit_probe(struct loop_timer *t);
+static void app_exit_done(int err, const struct http1_client_response *resp, void *arg)
+{
+    (void)resp;
+    (void)arg;
+    if (err == -ECONNREFUSED || loop_now_ms(main_loop) >= app_exit_deadline) {
+        log_info(err == -ECONNREFUSED ? "the app has exited: draining outbound" : "the app is still up: draining outbound anyway");
+        drain_outbound();
+        return;
+    }
+    loop_timer_start(&app_exit_timer, 100);
+}
+static void app_exit_probe(struct loop_timer *t)
+{
+    (void)t;
+    struct http1_url u;
+    struct net_addr a;
+    char hp[300];
+    if (http1_url_parse(str_from_cstr(current->app_ready_url), &u) == 0 &&
+        snprintf(hp, sizeof hp, "%.*s:%u", STR_FMT(u.host), u.port) > 0 && net_addr_parse(str_from_cstr(hp), false, &a) == 0) {
+        struct http1_client_request req = { .addr = a, .method = STR_LIT("GET"), .target = u.path, .host = u.host,
+                                            .timeout_ms = 500 };
+        if (http1_client_send(app_client, &req, app_exit_done, NULL, NULL) == 0)
+            return;
+    }
+    drain_outbound();
+}
+
 static void begin_drain(const char *why)
 {
     if (atomic_exchange(&engine.draining, 1))
@@ -69,7 +128,17 @@ static void begin_drain(const char *why)
     health_stop(health);
     health = NULL;
     for (int i = 0; i < nworkers; i++)
-        loop_post(workers[i].loop, drain_cb, &workers[i]);
+        loop_post(workers[i].loop, drain_phase1_cb, &workers[i]);
+    bool has_outbound = false;
+    for (size_t i = 0; i < nlisteners; i++)
+        has_outbound |= listeners[i].cfg->role == PROXY_ROLE_OUTBOUND;
+    if (has_outbound && current->app_ready_url && (app_client = http1_client_new(main_loop, NULL))) {
+        app_exit_deadline = loop_now_ms(main_loop) + current->app_exit_wait_ms;
+        loop_timer_init(main_loop, &app_exit_timer, app_exit_probe, NULL);
+        loop_timer_start(&app_exit_timer, 0);
+    } else {
+        drain_outbound();
+    }
 }
 static void on_signal(struct loop_signal *s, int signo)
 {
@@ -266,6 +335,41 @@ static json_t *config_summary(void)
                      "reloads_failed", (json_int_t)reloads_failed);
 }
 
+/* Sidecar readiness follows the app's: GET app.ready_url, 2xx → ready. */
+static struct http1_client *ready_client;
+static void app_ready_done(int err, const struct http1_client_response *resp, void *arg)
+{
+    struct http1_exchange *x = arg;
+    x->on_abort = NULL;
+    bool ok = !err && resp->status >= 200 && resp->status < 300;
+    admin_json(x, ok ? 200 : 503, json_pack("{s:s}", "status", ok ? "ready" : "app_not_ready"));
+}
+static void app_ready_abort(struct http1_exchange *x)
+{
+    if (x->user)
+        http1_client_cancel(x->user);
+}
+static void app_readiness(struct http1_exchange *x)
+{
+    struct http1_url u;
+    struct net_addr a;
+    char hp[300];
+    struct http1_client_call *call = NULL;
+    if (!ready_client)
+        ready_client = http1_client_new(main_loop, NULL);
+    if (ready_client && http1_url_parse(str_from_cstr(current->app_ready_url), &u) == 0 &&
+        snprintf(hp, sizeof hp, "%.*s:%u", STR_FMT(u.host), u.port) > 0 && net_addr_parse(str_from_cstr(hp), false, &a) == 0) {
+        struct http1_client_request req = { .addr = a, .method = STR_LIT("GET"), .target = u.path, .host = u.host,
+                                            .timeout_ms = 1000 };
+        if (http1_client_send(ready_client, &req, app_ready_done, x, &call) == 0) {
+            x->user = call;
+            x->on_abort = app_ready_abort;
+            return;
+        }
+    }
+    admin_json(x, 503, json_pack("{s:s}", "status", "app_not_ready"));
+}
+
 static void admin_handle(struct http1_exchange *x, void *arg)
 {
     (void)arg;
@@ -281,7 +385,10 @@ static void admin_handle(struct http1_exchange *x, void *arg)
         admin_json(x, 200, json_pack("{s:s}", "status", "ok"));
     } else if (get && str_eq(p, STR_LIT("/readyz"))) {
         bool draining = atomic_load(&engine.draining);
-        admin_json(x, draining ? 503 : 200, json_pack("{s:s}", "status", draining ? "draining" : "ready"));
+        if (draining || !current->app_ready_url)
+            admin_json(x, draining ? 503 : 200, json_pack("{s:s}", "status", draining ? "draining" : "ready"));
+        else
+            app_readiness(x);
     } else if (get && str_eq(p, STR_LIT("/config"))) {
         admin_json(x, 200, config_summary());
     } else if (post && str_eq(p, STR_LIT("/reload"))) {
@@ -624,6 +731,8 @@ int main(int argc, char **argv)
         http1_server_close_all(admin);
         http1_server_free(admin);
     }
+    http1_client_free(app_client);
+    http1_client_free(ready_client);
     waf_free(engine.waf);
     rl_local_free(engine.rl_local);
     conn_limits_free(engine.conn_limits);

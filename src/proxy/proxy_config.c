@@ -1433,6 +1433,22 @@ static int load_identity(struct ctx *x, struct proxy_config *c, json_t *o)
     return 0;
 }
 
+static int load_app(struct ctx *x, struct proxy_config *c, json_t *o)
+{
+    static const char *const keys[] = { "ready_url", "exit_wait_ms", NULL };
+    c->app_exit_wait_ms = 30000;
+    if (!o)
+        return 0;
+    int rc = only_keys(x, "$.app", o, keys);
+    if (rc == 0)
+        rc = get_str(x, "$.app", o, "ready_url", true, &c->app_ready_url);
+    if (rc == 0 && strncmp(c->app_ready_url, "http://", 7))
+        rc = fail(x, "$.app", "ready_url: expected http://HOST:PORT/path with a numeric host");
+    if (rc == 0)
+        rc = get_u32(x, "$.app", o, "exit_wait_ms", 0, 3600000, 30000, &c->app_exit_wait_ms);
+    return rc;
+}
+
 static int load_misc(struct ctx *x, struct proxy_config *c, json_t *doc)
 {
     int rc;
@@ -1490,7 +1506,7 @@ int proxy_config_parse(const char *name, struct str text, struct proxy_config **
     struct proxy_config *c = calloc(1, sizeof *c);
     static const char *const keys[] = { "version", "listeners", "routes", "clusters", "jwt_providers",
                                         "rate_limits", "redis", "admin", "waf", "identity", "authorization",
-                                        NULL };
+                                        "app", NULL };
     int rc = c ? only_keys(&x, "$", doc, keys) : -ENOMEM;
     if (rc == 0)
         atomic_init(&c->refs, 1);
@@ -1500,6 +1516,8 @@ int proxy_config_parse(const char *name, struct str text, struct proxy_config **
         rc = load_identity(&x, c, json_object_get(doc, "identity"));
     if (rc == 0)
         rc = load_authz(&x, c, json_object_get(doc, "authorization"));
+    if (rc == 0)
+        rc = load_app(&x, c, json_object_get(doc, "app"));
     if (rc == 0)
         rc = load_listeners(&x, c, json_object_get(doc, "listeners"));
     if (rc == 0)
@@ -1697,6 +1715,7 @@ void proxy_config_free(struct proxy_config *c)
     free(c->spiffe_id);
     free(c->region);
     free(c->zone);
+    free(c->app_ready_url);
     for (size_t i = 0; i < c->njwt_providers; i++) {
         struct proxy_jwt_provider *p = &c->jwt_providers[i];
         free(p->name);

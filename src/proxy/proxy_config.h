@@ -335,6 +335,8 @@ struct proxy_config {
     char *workload;               /* this proxy's workload ("order"), for metrics; "" gateway */
     char *spiffe_id;              /* our own identity (from the workload certificate), or NULL */
     char *region, *zone;          /* our locality, for locality-aware balancing; NULL: unknown */
+    char *app_ready_url;          /* sidecar: the app's readiness URL; /readyz follows it, drain waits for the app */
+    uint32_t app_exit_wait_ms;    /* drain: how long outbound keeps serving for an app still up; default 30 s */
 };
 
 /* Loads and validates path. 0, or <0 with err "FILE: $.routes[2].cluster: ...". refs = 1. */

@@ -25,6 +25,7 @@ mesh_expired_cert "$C" stale "$TD/order"
 
 stack_start v1 strata-demo-service OTEL_SERVICE_NAME=user-v1
 stack_start v2 strata-demo-service OTEL_SERVICE_NAME=user-v2
+stack_start oapp strata-demo-service OTEL_SERVICE_NAME=order READY_FLAG_FILE="$STACK_WORK/order-unready"
 i1=$(stack_port); i2=$(stack_port); i3=$(stack_port); out=$(stack_port)
 a1=$(stack_port); a2=$(stack_port); a3=$(stack_port); ao=$(stack_port)
 
@@ -46,6 +47,7 @@ JSON
 outbound() { # W1 W2
 cat <<JSON
 {"version": "order-$1-$2", "admin": {"address": "127.0.0.1:$ao"},
+ "app": {"ready_url": "http://127.0.0.1:$OAPP_PORT/readyz", "exit_wait_ms": 10000},
  "identity": {"workload": "order", "spiffe_id": "$TD/order"},
  "listeners": [{"name": "outbound", "address": "127.0.0.1:$out", "role": "outbound"}],
  "clusters": [{"name": "user", "lb": "round_robin",
@@ -139,4 +141,21 @@ for i in $(seq 20); do
   [ "$(curl -s $X http://user/v1/echo | jq -r .service)" = user-v2 ] || stack_fail "green: request $i not on v2"
 done
 ok "blue/green flip under load: zero non-2xx, zero socket errors, then all on v2"
+# --- lifecycle: readiness follows the app; on SIGTERM outbound serves until the app has exited
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$ORDER_ADMIN/readyz")" = 200 ] || stack_fail "sidecar ready with its app"
+touch "$STACK_WORK/order-unready"
+[ "$(curl -s "$ORDER_ADMIN/readyz" | jq -r .status)" = app_not_ready ] || stack_fail "readiness must follow the app"
+rm "$STACK_WORK/order-unready"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$ORDER_ADMIN/readyz")" = 200 ] || stack_fail "ready again with the app"
+kill -TERM "$ORDER_PID"
+for i in 1 2 3; do   # the app is still up: its calls through the sidecar keep working
+  [ "$(curl -s $X http://user/v1/echo | jq -r .service)" = user-v2 ] || stack_fail "outbound stopped before the app exited"
+done
+[ "$(curl -s "$ORDER_ADMIN/readyz" | jq -r .status)" = draining ] || stack_fail "readiness during the drain"
+stack_stop oapp
+for _ in $(seq 200); do kill -0 "$ORDER_PID" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$ORDER_PID" 2>/dev/null && stack_fail "the sidecar did not exit after its app"
+rc=0; wait "$ORDER_PID" || rc=$?; [ "$rc" = 0 ] || stack_fail "sidecar exit status $rc"
+grep -q 'the app has exited: draining outbound' "$STACK_WORK/order.log" || stack_fail "drain order not logged"
+ok "lifecycle: readiness follows the app; after SIGTERM the outbound side serves until the app exits, then drains and exits 0"
 echo "$pass checks passed"
