@@ -32,6 +32,7 @@ struct cconn {
     struct buf out;
     struct buf in;
     size_t head_len, in_pos, body_len;
+    const char *head_base; /* where the head was parsed (its views point there) */
     struct http1_response resp;
     struct http1_header headers[MAX_RESPONSE_HEADERS];
     struct http1_chunked chunked;
@@ -342,6 +343,14 @@ static void cconn_begin(struct cconn *cc)
 static void deliver(struct cconn *cc)
 {
     struct http1_client_call *call = cc->call;
+    /* The head's views point into cc->in; a read after the head may have
+     * moved the buffer (it grows): parse the head again where it is now. */
+    if (cc->head_base != cc->in.data + cc->in.rpos &&
+        http1_parse_response(buf_rptr(&cc->in), cc->head_len, NULL, call->is_head, &cc->resp, cc->headers,
+                             MAX_RESPONSE_HEADERS) != (int)cc->head_len) {
+        cconn_fail(cc, -EPROTO);
+        return;
+    }
     struct http1_client_response r = {
         .status = cc->resp.status,
         .headers = cc->resp.headers,
@@ -386,6 +395,7 @@ static int parse_input(struct cconn *cc, bool at_eof)
                 continue;
             }
             cc->has_head = true;
+            cc->head_base = cc->in.data + cc->in.rpos;
             cc->head_len = cc->in_pos = (size_t)rc;
             cc->body_len = 0;
             if (cc->resp.body_kind == HTTP1_BODY_LENGTH && cc->resp.content_length > max_body)

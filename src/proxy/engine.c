@@ -31,7 +31,8 @@
 /* ---- metrics --------------------------------------------------------------- */
 
 static struct metrics_family *m_requests, *m_duration, *m_upstream_rq, *m_connect_fail, *m_timeouts, *m_limited,
-    *m_waf, *m_jwt, *m_rbac, *m_retries, *m_retry_refused, *m_overflow, *m_mirrored, *m_faults;
+    *m_waf, *m_jwt, *m_rbac, *m_retries, *m_retry_refused, *m_overflow, *m_mirrored, *m_faults, *m_mesh_rq,
+    *m_mesh_dur, *m_mesh_in, *m_mesh_out;
 
 void engine_metrics_init(void)
 {
@@ -69,6 +70,18 @@ void engine_metrics_init(void)
                              METRICS_LABELS("outcome"), &m_mirrored);
     metrics_register_counter(r, "strata_proxy_faults_injected_total", "Faults injected, by route and kind.",
                              METRICS_LABELS("route", "kind"), &m_faults);
+    metrics_register_counter(r, "strata_mesh_requests_total",
+                             "Sidecar requests by source and destination workload, direction and status class.",
+                             METRICS_LABELS("source_workload", "destination_workload", "direction", "code_class"),
+                             &m_mesh_rq);
+    metrics_register_histogram(r, "strata_mesh_request_duration_seconds",
+                               "Sidecar request durations by source and destination workload and direction.",
+                               METRICS_LABELS("source_workload", "destination_workload", "direction"), NULL, 0,
+                               &m_mesh_dur);
+    metrics_register_counter(r, "strata_mesh_request_bytes_total", "Request bytes received by the sidecar.",
+                             METRICS_LABELS("source_workload", "destination_workload", "direction"), &m_mesh_in);
+    metrics_register_counter(r, "strata_mesh_response_bytes_total", "Response bytes sent by the sidecar.",
+                             METRICS_LABELS("source_workload", "destination_workload", "direction"), &m_mesh_out);
     metrics_register_counter(r, "strata_proxy_rbac_denied_total",
                              "Inbound requests denied by authorization, by deciding policy.", METRICS_LABELS("policy"),
                              &m_rbac);
@@ -954,7 +967,8 @@ static void forward(struct fwd *f)
             return;
         }
         char *p = t;
-        memcpy(p, pre.p, pre.n), p += pre.n;
+        if (pre.n)
+            memcpy(p, pre.p, pre.n), p += pre.n;
         memcpy(p, path.p, path.n), p += path.n;
         if (x->req.query.n) {
             *p++ = '?';
@@ -1339,6 +1353,33 @@ void engine_handle(struct http1_exchange *x, void *arg)
     fwd_run(f);
 }
 
+/* The workload of a SPIFFE ID: its service account ("…/sa/order" → "order"). */
+static void workload_of(const char *id, char *out, size_t outsz)
+{
+    const char *sa = id ? strstr(id, "/sa/") : NULL;
+    snprintf(out, outsz, "%s", sa && sa[4] ? sa + 4 : "unknown");
+}
+
+static void mesh_metrics(struct fwd *f, int status, double secs)
+{
+    const struct proxy_config *c = f->g->cfg;
+    enum proxy_listener_role role = f->sv->l->cfg->role;
+    if (role == PROXY_ROLE_GATEWAY)
+        return;
+    char peer[128];
+    const char *src, *dst, *dir;
+    if (role == PROXY_ROLE_INBOUND) {
+        workload_of(f->peer_id, peer, sizeof peer);
+        src = peer, dst = *c->workload ? c->workload : "unknown", dir = "inbound";
+    } else {
+        src = *c->workload ? c->workload : "unknown", dst = f->cluster ? f->cluster->name : "unknown", dir = "outbound";
+    }
+    metrics_counter_add(metrics_counter_with(m_mesh_rq, src, dst, dir, class_names[class_of(status)]), 1);
+    metrics_histogram_observe(metrics_histogram_with(m_mesh_dur, src, dst, dir), secs);
+    metrics_counter_add(metrics_counter_with(m_mesh_in, src, dst, dir), f->x->bytes_in);
+    metrics_counter_add(metrics_counter_with(m_mesh_out, src, dst, dir), f->x->bytes_out);
+}
+
 void engine_complete(struct http1_exchange *x, int status, void *arg)
 {
     (void)arg;
@@ -1358,12 +1399,14 @@ void engine_complete(struct http1_exchange *x, int status, void *arg)
     metrics_counter_add(rm->by_class[k], 1);
     double secs = (double)(loop_now_ms(f->w->loop) - x->start_ms) / 1000.0;
     metrics_histogram_observe(rm->duration, secs);
+    mesh_metrics(f, status, secs);
     char ip[64];
     log_info("request", LOG_STRV("method", x->req.method), LOG_STRV("path", x->req.path),
              LOG_STRV("host", f->host), LOG_STR("route", route_name(f)),
              LOG_STR("cluster", f->cluster ? f->cluster->name : ""), LOG_STR("upstream", f->ep ? f->ep->name : ""),
              LOG_INT("status", status), LOG_STR("reason", f->reason), LOG_INT("duration_ms", (int64_t)(secs * 1000)),
-             LOG_STR("client", net_addr_ip(&x->peer, ip, sizeof ip)), LOG_STR("request_id", f->request_id),
+             LOG_STR("client", net_addr_ip(&x->peer, ip, sizeof ip)), LOG_STR("peer_id", f->peer_id ? f->peer_id : ""),
+             LOG_INT("attempts", f->attempt + (f->ep ? 1 : 0)), LOG_STR("request_id", f->request_id),
              LOG_STR("trace_id", f->trace.trace_id));
     if (f->up_span)
         trace_span_end(f->up_span);

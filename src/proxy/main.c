@@ -733,6 +733,7 @@ int main(int argc, char **argv)
     }
     http1_client_free(app_client);
     http1_client_free(ready_client);
+    loop_run_once(main_loop, 0); /* closed connections are freed by deferred callbacks */
     waf_free(engine.waf);
     rl_local_free(engine.rl_local);
     conn_limits_free(engine.conn_limits);

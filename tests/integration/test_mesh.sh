@@ -141,6 +141,34 @@ for i in $(seq 20); do
   [ "$(curl -s $X http://user/v1/echo | jq -r .service)" = user-v2 ] || stack_fail "green: request $i not on v2"
 done
 ok "blue/green flip under load: zero non-2xx, zero socket errors, then all on v2"
+# --- metrics by source and destination workload, both sides
+m=$(curl -s "$ORDER_ADMIN/metrics")
+echo "$m" | grep -Eq '^strata_mesh_requests_total\{source_workload="order",destination_workload="user",direction="outbound",code_class="2xx"\} [0-9]+' \
+  || stack_fail "outbound mesh metrics"
+m=$(curl -s "http://127.0.0.1:$a2/metrics")
+echo "$m" | grep -Eq '^strata_mesh_requests_total\{source_workload="order",destination_workload="user",direction="inbound",code_class="2xx"\} [0-9]+' \
+  || stack_fail "inbound mesh metrics"
+echo "$m" | grep -q '^strata_mesh_request_duration_seconds_bucket{source_workload="order"' || stack_fail "mesh durations"
+ok "metrics with source and destination workloads on both sides"
+
+# --- certificate rotation under load: new workload certificates on every sidecar, zero errors
+serial() { openssl s_client -connect "127.0.0.1:$i2" -cert "$C/order.pem" -key "$C/order.key" </dev/null 2>/dev/null |
+           openssl x509 -noout -serial 2>/dev/null; }
+old=$(serial); [ -n "$old" ] || stack_fail "no serial"
+wrk -t1 -c8 -d4s -H 'Host: user' "http://127.0.0.1:$out/v1/hello/rot" >"$STACK_WORK/wrk2.out" 2>&1 &
+WRK=$!; STACK_PIDS+=("$WRK")
+stack_wait 5 busy || true
+mesh_cert "$C" user "$TD/user"; mesh_cert "$C" order "$TD/order"
+kill -HUP "$U1_PID" "$U2_PID" "$ORDER_PID"
+rotated() { [ "$(serial)" != "$old" ]; }
+stack_wait 5 rotated || stack_fail "the inbound certificate was not rotated"
+wait "$WRK" || stack_fail "wrk failed"
+cat "$STACK_WORK/wrk2.out"
+grep -q 'Non-2xx or 3xx' "$STACK_WORK/wrk2.out" && stack_fail "errors during certificate rotation"
+grep -q 'Socket errors' "$STACK_WORK/wrk2.out" && stack_fail "socket errors during certificate rotation"
+[ "$(curl -s $X http://user/v1/echo | jq -r .service)" = user-v2 ] || stack_fail "mesh after rotation"
+ok "certificate rotation (SIGHUP) under load: zero non-2xx, zero socket errors"
+
 # --- lifecycle: readiness follows the app; on SIGTERM outbound serves until the app has exited
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$ORDER_ADMIN/readyz")" = 200 ] || stack_fail "sidecar ready with its app"
 touch "$STACK_WORK/order-unready"
