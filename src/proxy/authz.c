@@ -1,5 +1,6 @@
 #include "proxy/authz.h"
 
+#include <ctype.h>
 #include <string.h>
 
 static struct str strip_scheme(struct str s)
@@ -128,4 +129,63 @@ void authz_evaluate(const struct proxy_authz_policy *policies, size_t n, const s
         }
     }
     *out = (struct authz_decision){ !any_allow, "", -1 };
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+size_t authz_normalize_path(struct str in, char *out)
+{
+    /* 1. decode unreserved escapes, upper-case the others; merge slashes */
+    size_t n = 0;
+    for (size_t i = 0; i < in.n; i++) {
+        char c = in.p[i];
+        if (c == '%' && i + 2 < in.n + 0 && hexval(in.p[i + 1]) >= 0 && hexval(in.p[i + 2]) >= 0) {
+            char d = (char)(hexval(in.p[i + 1]) * 16 + hexval(in.p[i + 2]));
+            bool unreserved = (d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') || d == '-' ||
+                              d == '.' || d == '_' || d == '~';
+            if (unreserved) {
+                c = d;
+                i += 2;
+            } else {
+                out[n++] = '%';
+                out[n++] = (char)toupper((unsigned char)in.p[i + 1]);
+                out[n++] = (char)toupper((unsigned char)in.p[i + 2]);
+                i += 2;
+                continue;
+            }
+        }
+        if (c == '/' && n && out[n - 1] == '/')
+            continue;
+        out[n++] = c;
+    }
+    /* 2. remove dot segments (RFC 3986 §5.2.4), in place */
+    size_t r = 0, w = 0;
+    while (r < n) {
+        if (out[r] == '/' && r + 1 < n && out[r + 1] == '.' && (r + 2 == n || out[r + 2] == '/')) {
+            r += 2; /* "/." */
+            if (r == n)
+                out[w++] = '/';
+            continue;
+        }
+        if (out[r] == '/' && r + 2 < n && out[r + 1] == '.' && out[r + 2] == '.' && (r + 3 == n || out[r + 3] == '/')) {
+            r += 3; /* "/..": drop the last output segment */
+            while (w > 0 && out[w - 1] != '/')
+                w--;
+            if (w > 0)
+                w--;
+            if (r == n)
+                out[w++] = '/';
+            continue;
+        }
+        do
+            out[w++] = out[r++];
+        while (r < n && out[r] != '/');
+    }
+    if (w == 0)
+        out[w++] = '/';
+    out[w] = '\0';
+    return w;
 }

@@ -34,6 +34,14 @@ struct authz_decision {
     int rule;           /* the deciding rule's index, or -1 */
 };
 
+/* RFC 3986 normalization of a request path, as Istio's normalize_path
+ * (and merge_slashes) do before authorization and routing: percent-encoded
+ * unreserved characters decoded, other escapes upper-cased, runs of '/'
+ * merged, "." and ".." segments removed (never above the root). Writes at
+ * most in.n + 1 bytes (the result is never longer) into out and returns
+ * its length. */
+size_t authz_normalize_path(struct str in, char *out);
+
 void authz_evaluate(const struct proxy_authz_policy *policies, size_t n, const struct authz_input *in,
                     struct authz_decision *out);
 

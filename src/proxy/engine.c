@@ -251,6 +251,7 @@ struct fwd {
     struct proxy_endpoint *ep;
     enum stage stage;
     struct str host;
+    struct str path;            /* normalized (RFC 3986): what routing, authorization and the upstream see */
     /* pending asynchronous work; at most one at a time */
     struct authn_pending *authn;
     struct rl_pending *rl;
@@ -360,7 +361,7 @@ static void redirect_https(struct fwd *f, uint16_t port)
         reply_error(f, 400, "bad_host", "the request's Host cannot be redirected");
         return;
     }
-    char *loc = arena_alloc(&x->arena, h.n + x->req.path.n + x->req.query.n + 32);
+    char *loc = arena_alloc(&x->arena, h.n + f->path.n + x->req.query.n + 32);
     if (!loc) {
         reply_error(f, 503, "out_of_memory", "out of memory");
         return;
@@ -368,7 +369,7 @@ static void redirect_https(struct fwd *f, uint16_t port)
     char portbuf[8] = "";
     if (port != 443)
         snprintf(portbuf, sizeof portbuf, ":%u", port);
-    sprintf(loc, "https://%.*s%s%.*s%s%.*s", STR_FMT(h), portbuf, STR_FMT(x->req.path), x->req.query.n ? "?" : "",
+    sprintf(loc, "https://%.*s%s%.*s%s%.*s", STR_FMT(h), portbuf, STR_FMT(f->path), x->req.query.n ? "?" : "",
             STR_FMT(x->req.query));
     f->reason = "https_redirect";
     reply_redirect(f, 308, loc);
@@ -378,7 +379,7 @@ static void route_redirect(struct fwd *f)
 {
     struct http1_exchange *x = f->x;
     const struct proxy_redirect *r = f->route->redirect;
-    const char *scheme = r->scheme ? r->scheme : f->sv->l->tls ? "https" : "http";
+    const char *scheme = r->scheme ? r->scheme : x->sock && tls_sock_is_tls(x->sock) ? "https" : "http";
     /* Only the path changes: the authority stays as the client sent it. */
     bool keep_authority = !r->scheme && !r->host && !r->port;
     struct str host = r->host ? str_from_cstr(r->host) : keep_authority ? f->host : host_only(f->host);
@@ -386,11 +387,11 @@ static void route_redirect(struct fwd *f)
         reply_error(f, 400, "bad_host", "the request's Host cannot be redirected");
         return;
     }
-    struct str path = x->req.path, rest = STR_NULL;
+    struct str path = f->path, rest = STR_NULL;
     if (r->path) {
         path = str_from_cstr(r->path);
     } else if (r->prefix) {
-        rest = str_make(x->req.path.p + strlen(f->route->prefix), x->req.path.n - strlen(f->route->prefix));
+        rest = str_make(f->path.p + strlen(f->route->prefix), f->path.n - strlen(f->route->prefix));
         path = str_from_cstr(r->prefix);
     }
     char portbuf[8] = "";
@@ -808,7 +809,7 @@ static void upstream_done(int err, const struct http1_client_response *resp, voi
         h[n++] = (struct http1_header){ str_from_cstr(hr->add[i].name), str_from_cstr(hr->add[i].value) };
     n += rl_headers(f, h + n);
     const struct proxy_listener *lc = f->sv->l->cfg;
-    if (f->sv->l->tls && lc->hsts_max_age_s) {
+    if (x->sock && tls_sock_is_tls(x->sock) && lc->hsts_max_age_s) {
         char *v = arena_alloc(&x->arena, 64);
         if (v) {
             snprintf(v, 64, "max-age=%u%s", lc->hsts_max_age_s, lc->hsts_subdomains ? "; includeSubDomains" : "");
@@ -954,8 +955,8 @@ static void forward(struct fwd *f)
     /* Target: as received (origin form), or the path with the route's
      * prefix rewritten (or taken out of absolute form), then the query. */
     struct str target = x->req.target;
-    if (rt->rewrite_prefix || x->req.is_absolute_form) {
-        struct str path = x->req.path, pre = rt->rewrite_prefix ? str_from_cstr(rt->rewrite_prefix) : STR_NULL;
+    if (rt->rewrite_prefix || x->req.is_absolute_form || f->path.p != x->req.path.p) {
+        struct str path = f->path, pre = rt->rewrite_prefix ? str_from_cstr(rt->rewrite_prefix) : STR_NULL;
         if (rt->rewrite_prefix) {
             size_t cut = strlen(rt->prefix);
             path = str_make(path.p + cut, path.n - cut);
@@ -1024,7 +1025,9 @@ static void forward(struct fwd *f)
     }
     memcpy(xp, peer, pl + 1);
     h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-For"), str_make(xff, xl) };
-    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Proto"), f->sv->l->tls ? STR_LIT("https") : STR_LIT("http") };
+    /* By connection: a PERMISSIVE listener carries both. */
+    bool tls_conn = x->sock && tls_sock_is_tls(x->sock);
+    h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Proto"), tls_conn ? STR_LIT("https") : STR_LIT("http") };
     h[n++] = (struct http1_header){ STR_LIT("X-Forwarded-Host"), f->host };
     h[n++] = (struct http1_header){ STR_LIT("X-Request-Id"), str_from_cstr(f->request_id) };
     if (f->xfcc)
@@ -1241,7 +1244,7 @@ static bool inbound_admit(struct fwd *f)
         tls_peer_uri_san(x->sock, id, sizeof id) == 0)
         f->peer_id = arena_strdup(&x->arena, str_from_cstr(id));
     if (c->nauthz) {
-        struct authz_input in = { f->peer_id, x->req.method, x->req.path };
+        struct authz_input in = { f->peer_id, x->req.method, f->path };
         struct authz_decision d;
         authz_evaluate(c->authz, c->nauthz, &in, &d);
         if (!d.allowed) {
@@ -1312,6 +1315,15 @@ void engine_handle(struct http1_exchange *x, void *arg)
     }
     /* RFC 9112 §3.2.2: in absolute form the authority is the target host. */
     f->host = x->req.authority.n ? x->req.authority : x->req.host;
+    /* One path for routing, authorization and the upstream: "//admin",
+     * "/x/../admin" and "/%61dmin" are all "/admin" (Istio normalize_path). */
+    f->path = x->req.path;
+    char *np = arena_alloc(&x->arena, x->req.path.n + 2);
+    if (np) {
+        size_t nn = authz_normalize_path(x->req.path, np);
+        if (!str_eq(str_make(np, nn), x->req.path))
+            f->path = str_make(np, nn);
+    }
 
     const struct proxy_listener *lc = sv->l->cfg;
     if (lc->redirect_https_port) {
@@ -1320,7 +1332,7 @@ void engine_handle(struct http1_exchange *x, void *arg)
     }
     if (lc->role == PROXY_ROLE_INBOUND && !inbound_admit(f))
         return;
-    struct proxy_match_input in = { f->host, x->req.path, x->req.method, x->req.headers, x->req.nheaders,
+    struct proxy_match_input in = { f->host, f->path, x->req.method, x->req.headers, x->req.nheaders,
                                     lc->name };
     f->route = proxy_route_match(f->g->cfg, &in);
     if (!f->route) {

@@ -166,9 +166,19 @@ static bool same_listeners(const struct proxy_config *a, const struct proxy_conf
     for (size_t i = 0; i < a->nlisteners; i++) {
         const struct proxy_listener *x = &a->listeners[i], *y = &b->listeners[i];
         char ax[80], ay[80];
-        if (strcmp(x->name, y->name) || !!x->ncerts != !!y->ncerts ||
+        if (strcmp(x->name, y->name) || x->ncerts != y->ncerts || x->role != y->role ||
+            x->mtls_mode != y->mtls_mode || !!x->client_ca_file != !!y->client_ca_file ||
+            (x->client_ca_file && strcmp(x->client_ca_file, y->client_ca_file)) ||
+            x->redirect_https_port != y->redirect_https_port || x->hsts_max_age_s != y->hsts_max_age_s ||
+            x->hsts_subdomains != y->hsts_subdomains || x->max_connections != y->max_connections ||
+            x->max_connections_per_ip != y->max_connections_per_ip || x->header_timeout_ms != y->header_timeout_ms ||
+            x->idle_timeout_ms != y->idle_timeout_ms || x->body_timeout_ms != y->body_timeout_ms ||
+            x->max_header_bytes != y->max_header_bytes || x->max_body_bytes != y->max_body_bytes ||
             strcmp(net_addr_format(&x->addr, ax, sizeof ax), net_addr_format(&y->addr, ay, sizeof ay)))
             return false;
+        for (size_t k = 0; k < x->ncerts; k++)
+            if (strcmp(x->cert_files[k], y->cert_files[k]) || strcmp(x->key_files[k], y->key_files[k]))
+                return false;
     }
     return true;
 }
@@ -251,16 +261,17 @@ static void reload_certs(void)
  * nothing changed. */
 static int reload(char *err, size_t errsz)
 {
-    reload_certs();
     if (!config_path) {
-        snprintf(err, errsz, "quick mode has no config file to reload");
+        reload_certs();
+        snprintf(err, errsz, "quick mode has no config file to reload (certificates were reloaded)");
         return -EINVAL;
     }
     struct proxy_config *c;
     if (proxy_config_load(config_path, &c, err, errsz) < 0)
         goto fail;
     if (!same_listeners(boot, c)) {
-        snprintf(err, errsz, "%s: $.listeners: listeners changed; a restart is needed to apply that", config_path);
+        snprintf(err, errsz, "%s: $.listeners: listeners changed (address, role, TLS, mTLS mode, limits); a restart "
+                            "is needed to apply that, nothing was changed", config_path);
         proxy_config_unref(c);
         goto fail;
     }
@@ -268,6 +279,7 @@ static int reload(char *err, size_t errsz)
         proxy_config_unref(c);
         goto fail;
     }
+    reload_certs(); /* the listeners' certificate files (same paths: a rotation) */
     struct health *h = atomic_load(&engine.draining) ? NULL : health_start(main_loop, c, current);
     health_stop(health);
     health = h;

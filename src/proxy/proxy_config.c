@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/http1_parse.h"
 #include "core/json.h"
@@ -363,6 +364,11 @@ static int load_cluster_policies(struct ctx *x, const char *p, struct proxy_clus
             return fail(x, q, "exactly one of \"spiffe_id\" (mesh) and \"sni\" (hostname) is required");
         if (t->spiffe_id && strncmp(t->spiffe_id, "spiffe://", 9))
             return fail(x, q, "spiffe_id: expected spiffe://TRUST-DOMAIN/ns/NS/sa/SA");
+        const char *files[] = { t->cert_file, t->key_file, t->ca_file };
+        for (size_t f = 0; f < 3; f++)
+            if (files[f] && access(files[f], R_OK) < 0)
+                return fail(x, q, "%s: cannot read %s: %s", f == 0 ? "cert_file" : f == 1 ? "key_file" : "ca_file",
+                            files[f], strerror(errno));
     }
     bool loc = true;
     if ((rc = get_bool(x, p, cl, "locality_aware", true, &loc)) < 0)

@@ -107,13 +107,17 @@ st() { curl -s -k -o "$STACK_WORK/b" -w '%{http_code}' "$@" || true; }
 jq -e '.error.code == "rbac_denied" and (.error.message | test("no ALLOW policy"))' "$STACK_WORK/b" >/dev/null || stack_fail "403 body: $(cat "$STACK_WORK/b")"
 got=$(curl -s -w ' %{http_code}' $X http://user/v1/hello/blocked)
 [[ "$got" == *'"code":"rbac_denied"'*'deny-blocked'*' 403' ]] || stack_fail "DENY over ALLOW: $got"
+for evasion in //v1/hello/blocked /v1/x/../hello/blocked /v1/hello/%62locked /v1/./hello//blocked; do
+  got=$(curl -s --path-as-is -w ' %{http_code}' $X "http://user$evasion")
+  [[ "$got" == *'"code":"rbac_denied"'*' 403' ]] || stack_fail "DENY bypassed with $evasion: $got"
+done
 [ "$(st "http://127.0.0.1:$i3/v1/hello/x")" = 403 ] || stack_fail "PERMISSIVE: no identity must not pass an ALLOW on principals"
 [ "$(st "http://127.0.0.1:$i3/readyz")" = 200 ] || stack_fail "PERMISSIVE: plaintext to an allowed path"
 [ "$(st --cert "$C/order.pem" --key "$C/order.key" "https://127.0.0.1:$i3/v1/hello/x")" = 200 ] || stack_fail "PERMISSIVE: mTLS"
 denied=$( (curl -s "http://127.0.0.1:$a1/metrics"; curl -s "http://127.0.0.1:$a2/metrics") |
   sed -n 's/^strata_proxy_rbac_denied_total{policy="deny-blocked"} //p' | awk '{s += $1} END {print s + 0}')
-[ "$denied" = 1 ] || stack_fail "rbac metric: $denied"
-ok "authorization: allowed caller, another service (403), no identity (403), DENY over ALLOW, PERMISSIVE plaintext"
+[ "$denied" = 5 ] || stack_fail "rbac metric: $denied"
+ok "authorization: allowed caller, another service (403), no identity (403), DENY over ALLOW (also through //, .., %-escapes), PERMISSIVE plaintext"
 
 # --- canary: 80/20 within ±2% over 10,000 requests
 urls=(); for i in $(seq 10000); do urls+=("http://user/v1/echo?i=$i"); done

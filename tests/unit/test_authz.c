@@ -171,8 +171,36 @@ static void test_subsets_and_locality(void)
     proxy_config_free(c);
 }
 
+static void norm(const char *in, const char *want)
+{
+    char out[256];
+    size_t n = authz_normalize_path(str_from_cstr(in), out);
+    CHECK_INT(n, strlen(want));
+    CHECK_STR(out, want);
+}
+
+static void test_normalize_path(void)
+{
+    norm("/", "/");
+    norm("/v1/users", "/v1/users");
+    norm("//admin", "/admin");
+    norm("/a//b///c", "/a/b/c");
+    norm("/x/../admin", "/admin");
+    norm("/x/./y/../../admin/", "/admin/");
+    norm("/../../etc/passwd", "/etc/passwd");       /* never above the root */
+    norm("/%61dmin", "/admin");                     /* unreserved escapes decoded */
+    norm("/a%2fb", "/a%2Fb");                       /* reserved ones kept, upper-cased */
+    norm("/a/%2e%2e/admin", "/admin");              /* encoded dot segments */
+    norm("/a/..", "/");
+    norm("/a/.", "/a/");
+    norm("/%zz", "/%zz");                           /* not an escape: left alone */
+    norm("/a%", "/a%");
+    norm("*", "*");
+}
+
 int main(void)
 {
+    RUN(test_normalize_path);
     RUN(test_no_policy_allows);
     RUN(test_matrix);
     RUN(test_namespaces_and_negations);
