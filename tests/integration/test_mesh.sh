@@ -54,6 +54,7 @@ cat <<JSON
                "endpoints": [{"address": "127.0.0.1:$i1", "labels": {"version": "v1"}},
                              {"address": "127.0.0.1:$i2", "labels": {"version": "v2"}}],
                "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
+               "health_check": {"path": "/readyz", "interval_ms": 200},
                "tls": {"cert_file": "$C/order.pem", "key_file": "$C/order.key", "ca_file": "$C/ca.pem",
                        "spiffe_id": "$TD/user"}},
               {"name": "imposter", "endpoints": ["127.0.0.1:$i1"],
@@ -83,7 +84,10 @@ got=$(curl -s -H 'Host: user' "http://127.0.0.1:$out/v1/echo")   # plain request
 echo "$got" | jq -e '.service | startswith("user-v")' >/dev/null || stack_fail "Host-named request: $got"
 got=$(curl -s $X -H 'x-forwarded-client-cert: URI=spiffe://forged' http://user/v1/echo | jq -r '.headers["x-forwarded-client-cert"]')
 [ "$got" = "By=$TD/user;URI=$TD/order" ] || stack_fail "a forged XFCC passed: $got"
-ok "app → outbound sidecar → mTLS → inbound sidecar → app; x-forwarded-client-cert carries the verified SPIFFE ID"
+checked() { [ "$(curl -s "http://127.0.0.1:$a1/metrics" | grep -c '^strata_proxy_requests_total{route="app",code_class="2xx"}')" = 1 ] &&
+            curl -s "$ORDER_ADMIN/config" | jq -e '[.endpoints[] | select(.cluster == "user") | .healthy] == [true, true]' >/dev/null; }
+stack_wait 5 checked || stack_fail "health checks over mTLS: $(curl -s "$ORDER_ADMIN/config")"
+ok "app → outbound sidecar → mTLS → inbound sidecar → app; x-forwarded-client-cert carries the verified SPIFFE ID; health checks over mTLS"
 
 # --- STRICT refuses plaintext, a foreign CA, an expired certificate and no certificate
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$i1/v1/hello/x" || true)
