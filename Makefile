@@ -6,7 +6,7 @@ FUZZ_TIME  ?= 30
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all build deps test test-unit test-asan bench bench-services fuzz fuzz-smoke up clean
+.PHONY: all build deps test test-unit test-asan bench bench-gateway bench-services fuzz fuzz-smoke up clean
 
 all: build
 
@@ -45,6 +45,11 @@ fuzz: $(FUZZ_BUILD)/build.ninja
 
 bench: build
 	bench/run $(BUILD)
+	bench/gateway $(BUILD)
+
+# The gateway alone against NGINX and HAProxy (ROUNDS, DURATION, SCENARIOS: see bench/gateway).
+bench-gateway: build
+	bench/gateway $(BUILD)
 
 # The reference services on real PostgreSQL/Redis/NATS (docs/benchmarks.md).
 bench-services: deps build
