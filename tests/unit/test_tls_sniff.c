@@ -505,7 +505,7 @@ static void test_first_byte_then_rest(void)
     WAIT_STAT(plain, before.plain + 1);
     CHECK_INT(sniff_now().plain, before.plain + 1);
     usleep(100 * 1000);
-    CHECK_INT(test_send_all(fd, GET_REQUEST + 1, sizeof GET_REQUEST - 2), 0);
+    CHECK_INT(test_send_all(fd, &GET_REQUEST[1], sizeof GET_REQUEST - 2), 0);
     size_t n = test_recv(fd, out, sizeof out, 5000, &eof, response_complete);
     CHECK(n > 0 && strncmp(out, "HTTP/1.1 200 ", 13) == 0);
     CHECK_STR(body_of(out), "plain");
