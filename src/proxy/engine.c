@@ -1413,13 +1413,15 @@ void engine_complete(struct http1_exchange *x, int status, void *arg)
     metrics_histogram_observe(rm->duration, secs);
     mesh_metrics(f, status, secs);
     char ip[64];
+    /* trace_id and span_id come from the thread's trace context (log.h). */
+    log_set_trace(f->trace.trace_id, f->trace.span_id);
     log_info("request", LOG_STRV("method", x->req.method), LOG_STRV("path", x->req.path),
              LOG_STRV("host", f->host), LOG_STR("route", route_name(f)),
              LOG_STR("cluster", f->cluster ? f->cluster->name : ""), LOG_STR("upstream", f->ep ? f->ep->name : ""),
              LOG_INT("status", status), LOG_STR("reason", f->reason), LOG_INT("duration_ms", (int64_t)(secs * 1000)),
              LOG_STR("client", net_addr_ip(&x->peer, ip, sizeof ip)), LOG_STR("peer_id", f->peer_id ? f->peer_id : ""),
-             LOG_INT("attempts", f->attempt + (f->ep ? 1 : 0)), LOG_STR("request_id", f->request_id),
-             LOG_STR("trace_id", f->trace.trace_id));
+             LOG_INT("attempts", f->attempt + (f->ep ? 1 : 0)), LOG_STR("request_id", f->request_id));
+    log_clear_trace();
     if (f->up_span)
         trace_span_end(f->up_span);
     if (f->span) {
