@@ -1301,7 +1301,12 @@ void engine_handle(struct http1_exchange *x, void *arg)
     const struct http1_header *tph = http1_find_header(x->req.headers, x->req.nheaders, STR_LIT("traceparent"));
     bool has_parent = tph && trace_parse_traceparent(tph->value, &parent) == 0;
     if (trace_tracer_is_enabled(w->tracer))
-        f->span = trace_span_start(w->tracer, "gateway", TRACE_SPAN_SERVER, has_parent ? &parent : NULL);
+        f->span = trace_span_start(w->tracer,
+                                   sv->l->cfg->role == PROXY_ROLE_INBOUND    ? "inbound"
+                                   : sv->l->cfg->role == PROXY_ROLE_OUTBOUND ? "outbound"
+                                                                             : "gateway",
+                                   sv->l->cfg->role == PROXY_ROLE_OUTBOUND ? TRACE_SPAN_CLIENT : TRACE_SPAN_SERVER,
+                                   has_parent ? &parent : NULL);
     if (f->span) {
         f->trace = *trace_span_ctx(f->span);
     } else {
