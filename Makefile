@@ -6,7 +6,7 @@ FUZZ_TIME  ?= 30
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all build deps test test-unit test-asan bench bench-gateway bench-services fuzz fuzz-smoke up clean
+.PHONY: all build deps test test-unit test-asan bench bench-gateway bench-mesh bench-services fuzz fuzz-smoke up clean
 
 all: build
 
@@ -50,6 +50,10 @@ bench: build
 # The gateway alone against NGINX and HAProxy (ROUNDS, DURATION, SCENARIOS: see bench/gateway).
 bench-gateway: build
 	bench/gateway $(BUILD)
+
+# The mesh hop (app → sidecar → mTLS → sidecar → app) against NGINX and HAProxy (bench/mesh).
+bench-mesh: build
+	bench/mesh $(BUILD)
 
 # The reference services on real PostgreSQL/Redis/NATS (docs/benchmarks.md).
 bench-services: deps build
