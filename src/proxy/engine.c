@@ -1331,6 +1331,13 @@ void engine_handle(struct http1_exchange *x, void *arg)
     }
 
     const struct proxy_listener *lc = sv->l->cfg;
+    if (str_eq(x->req.method, STR_LIT("CONNECT"))) {
+        /* Tunnels (an https:// URL through HTTP_PROXY) are not proxied yet:
+         * say so instead of a puzzling 404. */
+        reply_error(f, 405, "connect_not_supported",
+                    "CONNECT tunnels are not supported: call http://SERVICE and let the sidecar add mTLS");
+        return;
+    }
     if (lc->redirect_https_port) {
         redirect_https(f, lc->redirect_https_port);
         return;

@@ -87,7 +87,9 @@ got=$(curl -s $X -H 'x-forwarded-client-cert: URI=spiffe://forged' http://user/v
 checked() { [ "$(curl -s "http://127.0.0.1:$a1/metrics" | grep -c '^strata_proxy_requests_total{route="app",code_class="2xx"}')" = 1 ] &&
             curl -s "$ORDER_ADMIN/config" | jq -e '[.endpoints[] | select(.cluster == "user") | .healthy] == [true, true]' >/dev/null; }
 stack_wait 5 checked || stack_fail "health checks over mTLS: $(curl -s "$ORDER_ADMIN/config")"
-ok "app → outbound sidecar → mTLS → inbound sidecar → app; x-forwarded-client-cert carries the verified SPIFFE ID; health checks over mTLS"
+st=$(curl -s -o /dev/null -w '%{http_connect}' -p $X http://user/v1/echo || true)
+[ "$st" = 405 ] || stack_fail "CONNECT: $st"
+ok "app → outbound sidecar → mTLS → inbound sidecar → app; x-forwarded-client-cert carries the verified SPIFFE ID; health checks over mTLS; CONNECT → 405 connect_not_supported"
 
 # --- STRICT refuses plaintext, a foreign CA, an expired certificate and no certificate
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$i1/v1/hello/x" || true)
