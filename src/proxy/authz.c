@@ -131,19 +131,14 @@ void authz_evaluate(const struct proxy_authz_policy *policies, size_t n, const s
     *out = (struct authz_decision){ !any_allow, "", -1 };
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 size_t authz_normalize_path(struct str in, char *out)
 {
     /* 1. decode unreserved escapes, upper-case the others; merge slashes */
     size_t n = 0;
     for (size_t i = 0; i < in.n; i++) {
         char c = in.p[i];
-        if (c == '%' && i + 2 < in.n + 0 && hexval(in.p[i + 1]) >= 0 && hexval(in.p[i + 2]) >= 0) {
-            char d = (char)(hexval(in.p[i + 1]) * 16 + hexval(in.p[i + 2]));
+        if (c == '%' && i + 2 < in.n + 0 && str_hex_digit(in.p[i + 1]) >= 0 && str_hex_digit(in.p[i + 2]) >= 0) {
+            char d = (char)(str_hex_digit(in.p[i + 1]) * 16 + str_hex_digit(in.p[i + 2]));
             bool unreserved = (d >= 'a' && d <= 'z') || (d >= 'A' && d <= 'Z') || (d >= '0' && d <= '9') || d == '-' ||
                               d == '.' || d == '_' || d == '~';
             if (unreserved) {

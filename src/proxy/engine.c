@@ -26,6 +26,7 @@
 #include "proxy/authz.h"
 #include "proxy/ratelimit.h"
 #include "proxy/resilience.h"
+#include "proxy/upstream_tls.h"
 #include "proxy/waf.h"
 
 /* ---- metrics --------------------------------------------------------------- */
@@ -94,6 +95,13 @@ struct route_metrics {
     struct metrics_histogram *duration;
 };
 
+struct mesh_series {
+    bool ready;
+    char src[64];
+    struct metrics_counter *by_class[6], *bytes_in, *bytes_out;
+    struct metrics_histogram *duration;
+};
+
 struct gen {
     int refs; /* the worker's, and one per request in flight; worker thread only */
     struct proxy_config *cfg;
@@ -103,22 +111,13 @@ struct gen {
     struct route_metrics *rm;       /* per route */
     struct route_metrics none;      /* requests that matched no route */
     struct metrics_counter **upstream_by_class; /* per cluster × 6 */
-    struct up_tls *up_tls;          /* per cluster; ctx NULL: plain HTTP */
+    struct upstream_tls *up_tls;    /* per cluster */
+    /* Sidecar metric handles by (source, destination), looked up once:
+     * outbound by cluster index, inbound by the caller's workload. */
+    struct mesh_series *mesh_out;   /* per cluster */
+    struct mesh_series mesh_in[16];
+    size_t nmesh_in;
 };
-
-/* A cluster's upstream TLS at run time: the client context (our workload
- * certificate and the trust bundle) and the identity to verify. */
-struct up_tls {
-    struct tls_client_ctx *ctx;
-    const struct proxy_upstream_tls *cfg;
-};
-
-static int wrap_upstream(struct sock *s, void *arg)
-{
-    struct up_tls *u = arg;
-    struct tls_client_conn_opts o = { .expected_spiffe_id = u->cfg->spiffe_id };
-    return tls_sock_client(u->ctx, s, u->cfg->sni, &o);
-}
 
 static const char *const class_names[6] = { "none", "1xx", "2xx", "3xx", "4xx", "5xx" };
 
@@ -127,14 +126,6 @@ static void route_metrics_init(struct route_metrics *m, const char *route)
     for (int k = 0; k < 6; k++)
         m->by_class[k] = metrics_counter_with(m_requests, route, class_names[k]);
     m->duration = metrics_histogram_with(m_duration, route);
-}
-
-static void gen_free_tls(struct gen *g)
-{
-    for (size_t i = 0; g->up_tls && i < g->cfg->nclusters; i++)
-        if (g->up_tls[i].ctx)
-            tls_client_ctx_unref(g->up_tls[i].ctx);
-    free(g->up_tls);
 }
 
 static struct gen *gen_new(struct worker *w, struct proxy_config *c)
@@ -157,20 +148,8 @@ static struct gen *gen_new(struct worker *w, struct proxy_config *c)
     for (size_t i = 0; i < c->nclusters; i++)
         for (int k = 0; k < 6; k++)
             g->upstream_by_class[i * 6 + k] = metrics_counter_with(m_upstream_rq, c->clusters[i].name, class_names[k]);
-    if (!(g->up_tls = calloc(c->nclusters + 1, sizeof *g->up_tls)))
+    if (!(g->up_tls = upstream_tls_new(c, "requests")) || !(g->mesh_out = calloc(c->nclusters + 1, sizeof *g->mesh_out)))
         goto fail;
-    for (size_t i = 0; i < c->nclusters; i++) {
-        const struct proxy_upstream_tls *t = c->clusters[i].tls;
-        if (!t)
-            continue;
-        struct tls_client_config tc = { .ca_file = t->ca_file, .cert_file = t->cert_file, .key_file = t->key_file };
-        struct tls_error terr;
-        g->up_tls[i].cfg = t;
-        if (!(g->up_tls[i].ctx = tls_client_ctx_new(&tc, &terr))) {
-            /* The files were readable when the config loaded; now they are not. */
-            log_error("upstream TLS unavailable", LOG_STR("cluster", c->clusters[i].name), LOG_STR("error", terr.msg));
-        }
-    }
     if (c->njwt_providers && !(g->authn = authn_new(w->loop, w->client, c->jwt_providers, c->njwt_providers)))
         goto fail;
     if (c->redis_url && !(g->rl_global = rl_global_new(w->loop, c->redis_url)))
@@ -178,7 +157,8 @@ static struct gen *gen_new(struct worker *w, struct proxy_config *c)
     return g;
 fail:
     authn_free(g->authn);
-    gen_free_tls(g);
+    upstream_tls_free(g->up_tls, c->nclusters);
+    free(g->mesh_out);
     free(g->rr);
     free(g->rm);
     free(g->upstream_by_class);
@@ -192,7 +172,8 @@ static void gen_unref(struct gen *g)
         return;
     authn_free(g->authn);
     rl_global_free(g->rl_global);
-    gen_free_tls(g);
+    upstream_tls_free(g->up_tls, g->cfg->nclusters);
+    free(g->mesh_out);
     proxy_config_unref(g->cfg);
     free(g->rr);
     free(g->rm);
@@ -906,18 +887,11 @@ static void mirror(struct fwd *f)
     req.host = str_from_cstr(host);
     req.timeout_ms = f->route->timeout_ms ? f->route->timeout_ms : 15000;
     size_t cidx = (size_t)(m->dest.cluster - f->g->cfg->clusters);
-    if (m->dest.cluster->tls) {
-        if (!f->g->up_tls[cidx].ctx) {
-            free(sh);
-            return;
-        }
-        req.wrap = wrap_upstream;
-        req.wrap_arg = &f->g->up_tls[cidx];
-        req.pool_key = m->dest.cluster->name;
-    }
     sh->w = f->w;
-    if (http1_client_send(f->w->client, &req, shadow_done, sh, &sh->call) < 0) {
+    if (upstream_tls_apply(f->g->up_tls, f->g->cfg, cidx, &req) < 0 ||
+        http1_client_send(f->w->client, &req, shadow_done, sh, &sh->call) < 0) {
         free(sh);
+        metrics_counter_add(metrics_counter_with(m_mirrored, "skipped"), 1);
         return;
     }
     sh->next = f->w->shadows;
@@ -1083,14 +1057,9 @@ static void send_attempt(struct fwd *f)
     req.addr = f->ep->addr;
     req.timeout_ms = (uint32_t)left;
     size_t cidx = (size_t)(f->cluster - f->g->cfg->clusters);
-    if (f->cluster->tls) {
-        if (!f->g->up_tls[cidx].ctx) {
-            reply_error(f, 503, "upstream_tls_unavailable", "the workload certificate for this upstream could not be loaded");
-            return;
-        }
-        req.wrap = wrap_upstream;
-        req.wrap_arg = &f->g->up_tls[cidx];
-        req.pool_key = f->cluster->name;
+    if (upstream_tls_apply(f->g->up_tls, f->g->cfg, cidx, &req) < 0) {
+        reply_error(f, 503, "upstream_tls_unavailable", "the workload certificate for this upstream could not be loaded");
+        return;
     }
     if (f->span) {
         /* The first attempt's span was made with the headers (its id is in
@@ -1384,24 +1353,56 @@ static void workload_of(const char *id, char *out, size_t outsz)
     snprintf(out, outsz, "%s", sa && sa[4] ? sa + 4 : "unknown");
 }
 
+static void mesh_series_init(struct mesh_series *m, const char *src, const char *dst, const char *dir)
+{
+    for (int k = 0; k < 6; k++)
+        m->by_class[k] = metrics_counter_with(m_mesh_rq, src, dst, dir, class_names[k]);
+    m->duration = metrics_histogram_with(m_mesh_dur, src, dst, dir);
+    m->bytes_in = metrics_counter_with(m_mesh_in, src, dst, dir);
+    m->bytes_out = metrics_counter_with(m_mesh_out, src, dst, dir);
+    snprintf(m->src, sizeof m->src, "%s", src);
+    m->ready = true;
+}
+
+/* The series of this request, from the generation's cache (the registry
+ * lookups take a lock: once per series, not per request). */
+static struct mesh_series *mesh_series_of(struct fwd *f, struct mesh_series *scratch)
+{
+    struct gen *g = f->g;
+    const struct proxy_config *c = g->cfg;
+    const char *self = *c->workload ? c->workload : "unknown";
+    if (f->sv->l->cfg->role == PROXY_ROLE_OUTBOUND) {
+        if (!f->cluster) { /* answered before a destination was chosen */
+            mesh_series_init(scratch, self, "unknown", "outbound");
+            return scratch;
+        }
+        struct mesh_series *m = &g->mesh_out[f->cluster - c->clusters];
+        if (!m->ready)
+            mesh_series_init(m, self, f->cluster->name, "outbound");
+        return m;
+    }
+    char peer[64];
+    workload_of(f->peer_id, peer, sizeof peer);
+    for (size_t i = 0; i < g->nmesh_in; i++)
+        if (!strcmp(g->mesh_in[i].src, peer))
+            return &g->mesh_in[i];
+    /* Past 16 callers: look up every time rather than grow. */
+    struct mesh_series *m = g->nmesh_in < 16 ? &g->mesh_in[g->nmesh_in++] : scratch;
+    mesh_series_init(m, peer, self, "inbound");
+    return m;
+}
+
 static void mesh_metrics(struct fwd *f, int status, double secs)
 {
-    const struct proxy_config *c = f->g->cfg;
-    enum proxy_listener_role role = f->sv->l->cfg->role;
-    if (role == PROXY_ROLE_GATEWAY)
+    if (f->sv->l->cfg->role == PROXY_ROLE_GATEWAY)
         return;
-    char peer[128];
-    const char *src, *dst, *dir;
-    if (role == PROXY_ROLE_INBOUND) {
-        workload_of(f->peer_id, peer, sizeof peer);
-        src = peer, dst = *c->workload ? c->workload : "unknown", dir = "inbound";
-    } else {
-        src = *c->workload ? c->workload : "unknown", dst = f->cluster ? f->cluster->name : "unknown", dir = "outbound";
-    }
-    metrics_counter_add(metrics_counter_with(m_mesh_rq, src, dst, dir, class_names[class_of(status)]), 1);
-    metrics_histogram_observe(metrics_histogram_with(m_mesh_dur, src, dst, dir), secs);
-    metrics_counter_add(metrics_counter_with(m_mesh_in, src, dst, dir), f->x->bytes_in);
-    metrics_counter_add(metrics_counter_with(m_mesh_out, src, dst, dir), f->x->bytes_out);
+    struct mesh_series scratch, *m = mesh_series_of(f, &scratch);
+    if (!m)
+        return;
+    metrics_counter_add(m->by_class[class_of(status)], 1);
+    metrics_histogram_observe(m->duration, secs);
+    metrics_counter_add(m->bytes_in, f->x->bytes_in);
+    metrics_counter_add(m->bytes_out, f->x->bytes_out);
 }
 
 void engine_complete(struct http1_exchange *x, int status, void *arg)
@@ -1444,90 +1445,4 @@ void engine_complete(struct http1_exchange *x, int status, void *arg)
         trace_span_end(f->span);
     }
     gen_unref(g);
-}
-
-/* ---- per-client-IP connection limits --------------------------------------------------- */
-
-/* A small chained hash of client addresses with open connections, under
- * one mutex: taken twice per connection, never per request. */
-struct ip_count {
-    struct ip_count *next;
-    char ip[48];
-    uint32_t n;
-};
-
-struct conn_limits {
-    pthread_mutex_t mu;
-    struct ip_count *buckets[1024];
-};
-
-struct conn_limits *conn_limits_new(void)
-{
-    struct conn_limits *cl = calloc(1, sizeof *cl);
-    if (cl)
-        pthread_mutex_init(&cl->mu, NULL);
-    return cl;
-}
-
-void conn_limits_free(struct conn_limits *cl)
-{
-    if (!cl)
-        return;
-    for (size_t i = 0; i < 1024; i++)
-        for (struct ip_count *e = cl->buckets[i], *next; e; e = next) {
-            next = e->next;
-            free(e);
-        }
-    pthread_mutex_destroy(&cl->mu);
-    free(cl);
-}
-
-static struct ip_count **ip_slot(struct conn_limits *cl, const char *ip)
-{
-    uint32_t h = 2166136261u;
-    for (const char *p = ip; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    struct ip_count **pp = &cl->buckets[h % 1024];
-    while (*pp && strcmp((*pp)->ip, ip))
-        pp = &(*pp)->next;
-    return pp;
-}
-
-bool conn_limits_acquire(struct conn_limits *cl, const struct net_addr *peer, uint32_t max)
-{
-    char ip[48];
-    net_addr_ip(peer, ip, sizeof ip);
-    bool ok = true;
-    pthread_mutex_lock(&cl->mu);
-    struct ip_count **pp = ip_slot(cl, ip);
-    if (!*pp) {
-        *pp = calloc(1, sizeof **pp);
-        if (*pp)
-            snprintf((*pp)->ip, sizeof (*pp)->ip, "%s", ip);
-    }
-    if (!*pp || (*pp)->n >= max)
-        ok = false;
-    else
-        (*pp)->n++;
-    if (*pp && (*pp)->n == 0) { /* refused before its first connection: nothing to keep */
-        struct ip_count *e = *pp;
-        *pp = e->next;
-        free(e);
-    }
-    pthread_mutex_unlock(&cl->mu);
-    return ok;
-}
-
-void conn_limits_release(struct conn_limits *cl, const struct net_addr *peer)
-{
-    char ip[48];
-    net_addr_ip(peer, ip, sizeof ip);
-    pthread_mutex_lock(&cl->mu);
-    struct ip_count **pp = ip_slot(cl, ip);
-    if (*pp && --(*pp)->n == 0) {
-        struct ip_count *e = *pp;
-        *pp = e->next;
-        free(e);
-    }
-    pthread_mutex_unlock(&cl->mu);
 }

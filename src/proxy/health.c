@@ -8,7 +8,7 @@
 #include "core/http1_client.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "core/tls.h"
+#include "proxy/upstream_tls.h"
 
 struct probe {
     struct health *h;
@@ -26,20 +26,8 @@ struct health {
     struct http1_client *client;
     struct probe *probes;
     size_t nprobes;
-    struct probe_tls *tls; /* per cluster: mesh clusters are checked over mTLS, as traffic goes */
+    struct upstream_tls *tls; /* per cluster: mesh clusters are checked over mTLS, as traffic goes */
 };
-
-struct probe_tls {
-    struct tls_client_ctx *ctx;
-    const struct proxy_upstream_tls *cfg;
-};
-
-static int probe_wrap(struct sock *s, void *arg)
-{
-    struct probe_tls *t = arg;
-    struct tls_client_conn_opts o = { .expected_spiffe_id = t->cfg->spiffe_id };
-    return tls_sock_client(t->ctx, s, t->cfg->sni, &o);
-}
 
 static struct metrics_family *healthy_family(void)
 {
@@ -97,19 +85,10 @@ static void probe_tick(struct loop_timer *t)
         .host = str_from_cstr(p->ep->name),
         .timeout_ms = hc->timeout_ms,
     };
-    struct probe_tls *pt = &p->h->tls[p->cluster - p->h->cfg->clusters];
-    if (p->cluster->tls) {
-        if (!pt->ctx) {
-            probe_verdict(p, false, "upstream TLS unavailable");
-            loop_timer_start(&p->timer, hc->interval_ms);
-            return;
-        }
-        req.wrap = probe_wrap;
-        req.wrap_arg = pt;
-        req.pool_key = p->cluster->name;
-    }
-    if (http1_client_send(p->h->client, &req, probe_done, p, &p->call) < 0) {
-        probe_verdict(p, false, "could not send");
+    size_t ci = (size_t)(p->cluster - p->h->cfg->clusters);
+    if (upstream_tls_apply(p->h->tls, p->h->cfg, ci, &req) < 0 ||
+        http1_client_send(p->h->client, &req, probe_done, p, &p->call) < 0) {
+        probe_verdict(p, false, "could not send (or upstream TLS unavailable)");
         loop_timer_start(&p->timer, hc->interval_ms);
     }
 }
@@ -137,22 +116,11 @@ struct health *health_start(struct loop *l, struct proxy_config *c, const struct
     for (size_t i = 0; i < c->nclusters; i++)
         n += c->clusters[i].health.path ? c->clusters[i].nendpoints : 0;
     h->probes = calloc(n + 1, sizeof *h->probes);
-    h->tls = calloc(c->nclusters + 1, sizeof *h->tls);
+    h->tls = upstream_tls_new(c, "health checks");
     h->client = http1_client_new(l, &(struct http1_client_config){ .max_idle_per_upstream = 1 });
     if (!h->probes || !h->client || !h->tls) {
         health_stop(h);
         return NULL;
-    }
-    for (size_t i = 0; i < c->nclusters; i++) {
-        const struct proxy_upstream_tls *t = c->clusters[i].tls;
-        if (!t || !c->clusters[i].health.path)
-            continue;
-        struct tls_client_config tc = { .ca_file = t->ca_file, .cert_file = t->cert_file, .key_file = t->key_file };
-        struct tls_error terr;
-        h->tls[i].cfg = t;
-        if (!(h->tls[i].ctx = tls_client_ctx_new(&tc, &terr)))
-            log_error("health checks: upstream TLS unavailable", LOG_STR("cluster", c->clusters[i].name),
-                      LOG_STR("error", terr.msg));
     }
     struct metrics_family *fam = healthy_family();
     for (size_t i = 0; i < c->nclusters; i++) {
@@ -189,10 +157,7 @@ void health_stop(struct health *h)
             http1_client_cancel(p->call);
     }
     http1_client_free(h->client);
-    for (size_t i = 0; h->tls && i < h->cfg->nclusters; i++)
-        if (h->tls[i].ctx)
-            tls_client_ctx_unref(h->tls[i].ctx);
-    free(h->tls);
+    upstream_tls_free(h->tls, h->cfg->nclusters);
     free(h->probes);
     proxy_config_unref(h->cfg);
     free(h);

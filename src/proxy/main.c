@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,19 @@ static void drain_outbound(void)
         loop_post(workers[i].loop, drain_phase2_cb, &workers[i]);
 }
 
+/* GET app.ready_url, as a request for http1_client. False: unusable URL. */
+static bool app_ready_request(struct http1_client_request *req, uint32_t timeout_ms)
+{
+    struct http1_url u;
+    char hp[300];
+    if (http1_url_parse(str_from_cstr(current->app_ready_url), &u) < 0 ||
+        snprintf(hp, sizeof hp, "%.*s:%u", STR_FMT(u.host), u.port) >= (int)sizeof hp)
+        return false;
+    *req = (struct http1_client_request){ .method = STR_LIT("GET"), .target = u.path, .host = u.host,
+                                          .timeout_ms = timeout_ms };
+    return net_addr_parse(str_from_cstr(hp), false, &req->addr) == 0;
+}
+
 /* Phase 2 waits for the app: probe its ready_url until it refuses. */
 static struct http1_client *app_client;
 static struct loop_timer app_exit_timer;
@@ -107,16 +121,9 @@ static void app_exit_done(int err, const struct http1_client_response *resp, voi
 static void app_exit_probe(struct loop_timer *t)
 {
     (void)t;
-    struct http1_url u;
-    struct net_addr a;
-    char hp[300];
-    if (http1_url_parse(str_from_cstr(current->app_ready_url), &u) == 0 &&
-        snprintf(hp, sizeof hp, "%.*s:%u", STR_FMT(u.host), u.port) > 0 && net_addr_parse(str_from_cstr(hp), false, &a) == 0) {
-        struct http1_client_request req = { .addr = a, .method = STR_LIT("GET"), .target = u.path, .host = u.host,
-                                            .timeout_ms = 500 };
-        if (http1_client_send(app_client, &req, app_exit_done, NULL, NULL) == 0)
-            return;
-    }
+    struct http1_client_request req;
+    if (app_ready_request(&req, 500) && http1_client_send(app_client, &req, app_exit_done, NULL, NULL) == 0)
+        return;
     drain_outbound();
 }
 
@@ -363,21 +370,15 @@ static void app_ready_abort(struct http1_exchange *x)
 }
 static void app_readiness(struct http1_exchange *x)
 {
-    struct http1_url u;
-    struct net_addr a;
-    char hp[300];
     struct http1_client_call *call = NULL;
+    struct http1_client_request req;
     if (!ready_client)
         ready_client = http1_client_new(main_loop, NULL);
-    if (ready_client && http1_url_parse(str_from_cstr(current->app_ready_url), &u) == 0 &&
-        snprintf(hp, sizeof hp, "%.*s:%u", STR_FMT(u.host), u.port) > 0 && net_addr_parse(str_from_cstr(hp), false, &a) == 0) {
-        struct http1_client_request req = { .addr = a, .method = STR_LIT("GET"), .target = u.path, .host = u.host,
-                                            .timeout_ms = 1000 };
-        if (http1_client_send(ready_client, &req, app_ready_done, x, &call) == 0) {
-            x->user = call;
-            x->on_abort = app_ready_abort;
-            return;
-        }
+    if (ready_client && app_ready_request(&req, 1000) &&
+        http1_client_send(ready_client, &req, app_ready_done, x, &call) == 0) {
+        x->user = call;
+        x->on_abort = app_ready_abort;
+        return;
     }
     admin_json(x, 503, json_pack("{s:s}", "status", "app_not_ready"));
 }
@@ -420,24 +421,16 @@ static void admin_handle(struct http1_exchange *x, void *arg)
 
 /* ---- workers ------------------------------------------------------------------- */
 
+/* TLS on accept; a PERMISSIVE inbound listener sniffs the first byte
+ * (TLS or plaintext on one port). */
 static int wrap_tls(struct sock *sk, void *arg)
 {
     struct listener_rt *l = arg;
     struct tls_server_ctx *ctx = tls_server_holder_get(l->tls);
     if (!ctx)
         return -ENOMEM;
-    int rc = tls_sock_server(ctx, sk);
-    tls_server_ctx_unref(ctx);
-    return rc;
-}
-
-static int wrap_sniff(struct sock *sk, void *arg)
-{
-    struct listener_rt *l = arg;
-    struct tls_server_ctx *ctx = tls_server_holder_get(l->tls);
-    if (!ctx)
-        return -ENOMEM;
-    int rc = tls_sock_server_sniff(ctx, sk);
+    bool permissive = l->cfg->role == PROXY_ROLE_INBOUND && l->cfg->mtls_mode == PROXY_MTLS_PERMISSIVE;
+    int rc = permissive ? tls_sock_server_sniff(ctx, sk) : tls_sock_server(ctx, sk);
     tls_server_ctx_unref(ctx);
     return rc;
 }
@@ -480,26 +473,12 @@ static double active_connections(void *arg)
     return n;
 }
 
-static double tls_completed(void *arg)
+/* TLS handshake counters; arg is the offset of the field in the stats. */
+static double tls_stat(void *arg)
 {
-    (void)arg;
     struct tls_handshake_stats st;
     tls_server_handshake_stats(&st);
-    return (double)st.completed;
-}
-static double tls_resumed(void *arg)
-{
-    (void)arg;
-    struct tls_handshake_stats st;
-    tls_server_handshake_stats(&st);
-    return (double)st.resumed;
-}
-static double tls_failed(void *arg)
-{
-    (void)arg;
-    struct tls_handshake_stats st;
-    tls_server_handshake_stats(&st);
-    return (double)st.failed;
+    return (double)*(const uint64_t *)((const char *)&st + (size_t)arg);
 }
 
 static int usage(FILE *f)
@@ -664,8 +643,7 @@ int main(int argc, char **argv)
                 .limits.max_header_bytes = l->max_header_bytes,
             };
             if (sv->l->tls) {
-                bool permissive = l->role == PROXY_ROLE_INBOUND && l->mtls_mode == PROXY_MTLS_PERMISSIVE;
-                sc.wrap = permissive ? wrap_sniff : wrap_tls;
+                sc.wrap = wrap_tls;
                 sc.wrap_arg = sv->l;
             }
             if (l->max_connections_per_ip) {
@@ -704,12 +682,14 @@ int main(int argc, char **argv)
     metrics_gauge_func(metrics_default(), "strata_proxy_active_connections", "Client connections open, all listeners.",
                        active_connections, NULL);
     metrics_counter_func(metrics_default(), "strata_proxy_tls_handshakes_total",
-                         "TLS handshakes completed on the listeners.", tls_completed, NULL);
+                         "TLS handshakes completed on the listeners.", tls_stat,
+                         (void *)offsetof(struct tls_handshake_stats, completed));
     metrics_counter_func(metrics_default(), "strata_proxy_tls_resumptions_total",
-                         "TLS handshakes that resumed a session (ticket).", tls_resumed, NULL);
+                         "TLS handshakes that resumed a session (ticket).", tls_stat,
+                         (void *)offsetof(struct tls_handshake_stats, resumed));
     metrics_counter_func(metrics_default(), "strata_proxy_tls_handshake_failures_total",
-                         "TLS handshakes that failed (protocol, version, certificate or cipher mismatch).",
-                         tls_failed, NULL);
+                         "TLS handshakes that failed (protocol, version, certificate or cipher mismatch).", tls_stat,
+                         (void *)offsetof(struct tls_handshake_stats, failed));
     health = health_start(main_loop, current, NULL);
     metrics_register_gauge(metrics_default(), "strata_proxy_outlier_ejected",
                            "Endpoints ejected by outlier detection now, by cluster.", METRICS_LABELS("cluster"),
