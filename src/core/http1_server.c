@@ -40,6 +40,7 @@ struct listener {
     struct listener *next;
     struct loop_io io;
     struct http1_server *srv;
+    struct loop_defer defer;
 };
 
 struct http1_conn {
@@ -262,19 +263,29 @@ int http1_server_listen_fd(struct http1_server *s, int lfd)
     return 0;
 }
 
-static void close_listeners(struct http1_server *s)
+static void listener_free_cb(void *arg) { free(arg); }
+
+/* deferred: called from inside the loop (a drain), where the listener's
+ * io may still have an event later in this batch — free it after the
+ * batch, as connections are. */
+static void close_listeners_how(struct http1_server *s, bool deferred)
 {
     struct listener *l = s->listeners;
     while (l) {
         struct listener *next = l->next;
         loop_io_close(&l->io);
         close(l->io.fd);
-        free(l);
+        if (deferred)
+            loop_defer(s->loop, &l->defer, listener_free_cb, l);
+        else
+            free(l);
         l = next;
     }
     s->listeners = NULL;
     loop_timer_stop(&s->accept_timer);
 }
+
+static void close_listeners(struct http1_server *s) { close_listeners_how(s, false); }
 
 const struct http1_server_stats *http1_server_stats(const struct http1_server *s) { return &s->stats; }
 
@@ -967,7 +978,7 @@ void http1_server_drain(struct http1_server *s, void (*on_drained)(void *arg), v
     s->is_draining = true;
     s->on_drained = on_drained;
     s->drained_arg = arg;
-    close_listeners(s);
+    close_listeners_how(s, true);
     struct http1_conn *c = s->conns;
     while (c) {
         struct http1_conn *next = c->next;
