@@ -6,7 +6,7 @@ FUZZ_TIME  ?= 30
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all build deps test test-unit test-asan bench bench-gateway bench-mesh bench-services fuzz fuzz-smoke up clean
+.PHONY: all build deps test test-unit test-asan bench bench-gateway bench-mesh bench-services fuzz fuzz-smoke up down clean
 
 all: build
 
@@ -59,9 +59,15 @@ bench-mesh: build
 bench-services: deps build
 	STRATA_BUILD_DIR=$(CURDIR)/$(BUILD) scripts/with-servers bench/services $(BUILD)
 
-up:
-	@echo "make up arrives with the control plane (issue 7); see README.md for what exists today." >&2
-	@exit 2
+# The whole platform from deploy/, in the background; prints the URLs (docs/runtime.md).
+# STATE (default ~/.local/state/strata) and UP_ARGS (e.g. --foreground) are passed on.
+STATE ?=
+UP_ARGS ?=
+up: deps build
+	$(BUILD)/strata up -f deploy $(if $(STATE),--state $(STATE)) $(UP_ARGS)
+
+down:
+	$(BUILD)/strata down $(if $(STATE),--state $(STATE))
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,53 +1,70 @@
-/* strata — the command users type. Each subcommand is its own binary next
- * to this one (strata-<command>), so that every component stays a small
- * program of its own:
+/* strata — the command users type.
  *
+ *   strata up | down | status | get | describe | events | apply | logs   the platform (docs/runtime.md)
  *   strata proxy ARGS...     → strata-proxy ARGS... (docs/gateway.md)
+ *   strata control ARGS...   → strata-control ARGS... (what `up` runs)
  *
- * The control plane's commands (up, logs, drain, alerts …) arrive with
- * issue 7. */
+ * Engines are their own binaries next to this one (strata-<command>), so
+ * that every component stays a small program of its own. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
+
 static int usage(FILE *f)
 {
     fprintf(f, "usage: strata COMMAND [ARGS...]\n\n"
-               "commands:\n"
-               "  proxy    the gateway / proxy engine (strata proxy --help)\n");
+               "the platform (state: --state DIR, $STRATA_STATE, or ~/.local/state/strata):\n"
+               "  up [-f DIR] [--foreground] [--timeout S]   start everything from the manifests in DIR (default deploy/)\n"
+               "  down                                       stop everything gracefully\n"
+               "  status [-o json]                           workloads, replicas, endpoints\n"
+               "  get workloads|pods [-o json]               list them\n"
+               "  describe WORKLOAD                          one workload with its replicas and events\n"
+               "  events [PREFIX]                            what the runtime did (starts, restarts, readiness)\n"
+               "  apply -f DIR|FILE --dry-run                validate manifests (file:line:field errors)\n"
+               "  logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--container app|proxy]\n\n"
+               "engines:\n"
+               "  proxy    the gateway / sidecar proxy (strata proxy --help)\n"
+               "  control  the control plane (what up runs; strata control --help)\n");
     return f == stdout ? 0 : 2;
+}
+
+static int run_sibling(const char *name, char **argv)
+{
+    char self[PATH_MAX], path[PATH_MAX + 32];
+    if (cli_self_dir(self, sizeof self) < 0) {
+        fprintf(stderr, "strata: cannot find my own directory: %s\n", strerror(errno));
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/strata-%s", self, name);
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "strata: cannot run %s: %s\n", path, strerror(errno));
+    return 1;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr);
-    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h"))
         return usage(stdout);
-    static const char *const commands[] = { "proxy", NULL };
-    const char *const *c = commands;
-    while (*c && strcmp(*c, argv[1]))
-        c++;
-    if (!*c) {
-        fprintf(stderr, "strata: unknown command \"%s\"\n", argv[1]);
-        return usage(stderr);
-    }
-    /* The subcommand's binary lives beside this one. */
-    char self[PATH_MAX], path[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0) {
-        fprintf(stderr, "strata: cannot find my own directory: %s\n", strerror(errno));
-        return 1;
-    }
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = '\0';
-    snprintf(path, sizeof path, "%s/strata-%s", self, argv[1]);
-    argv[1] = path;
-    execv(path, argv + 1);
-    fprintf(stderr, "strata: cannot run %s: %s\n", path, strerror(errno));
-    return 1;
+    static const struct {
+        const char *name;
+        int (*fn)(int argc, char **argv);
+    } commands[] = {
+        { "up", cmd_up },           { "down", cmd_down },   { "status", cmd_status }, { "get", cmd_get },
+        { "describe", cmd_describe }, { "events", cmd_events }, { "apply", cmd_apply }, { "logs", cmd_logs },
+    };
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(cmd, commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    if (!strcmp(cmd, "proxy") || !strcmp(cmd, "control"))
+        return run_sibling(cmd, argv + 1);
+    fprintf(stderr, "strata: unknown command \"%s\"\n", cmd);
+    return usage(stderr);
 }

@@ -44,7 +44,8 @@ struct jwks_cache {
     struct http1_client *client;
     char *url;
     struct http1_url u; /* views into url */
-    struct net_addr addr;
+    struct net_addr addr; /* the issuer, or the proxy */
+    struct str target;  /* the url's path, or through a proxy the whole url (absolute form) */
     char host[300];     /* Host header: host[:port] */
     struct jwks *keys;
     uint64_t refresh_ms, min_refetch_ms, retry_ms;
@@ -169,7 +170,7 @@ static void start_fetch(struct jwks_cache *c)
     struct http1_client_request req = {
         .addr = c->addr,
         .method = STR_LIT("GET"),
-        .target = c->u.path,
+        .target = c->target,
         .host = str_from_cstr(c->host),
         .headers = &accept,
         .nheaders = 1,
@@ -191,13 +192,31 @@ static void on_timer(struct loop_timer *t) { start_fetch(t->data); }
 struct jwks_cache *jwks_cache_new(struct loop *l, struct http1_client *client, const char *url, unsigned refresh_s,
                                   unsigned min_refetch_s)
 {
+    return jwks_cache_new_via(l, client, url, NULL, refresh_s, min_refetch_s);
+}
+
+struct jwks_cache *jwks_cache_new_via(struct loop *l, struct http1_client *client, const char *url,
+                                      const struct net_addr *proxy, unsigned refresh_s, unsigned min_refetch_s)
+{
     struct jwks_cache *c = calloc(1, sizeof *c);
     if (!c || !(c->url = strdup(url)))
         goto fail;
-    if (http1_url_parse(str_from_cstr(c->url), &c->u) < 0 || c->u.is_tls ||
-        net_addr_from_host(c->u.host, c->u.port, &c->addr) < 0)
+    if (http1_url_parse(str_from_cstr(c->url), &c->u) < 0 || c->u.is_tls)
         goto fail;
-    net_addr_format(&c->addr, c->host, sizeof c->host);
+    if (proxy) {
+        /* RFC 9112 §3.2.2: the proxy routes on the authority of the target. */
+        c->addr = *proxy;
+        c->target = str_from_cstr(c->url);
+        int n = c->u.port == 80 ? snprintf(c->host, sizeof c->host, "%.*s", STR_FMT(c->u.host))
+                                : snprintf(c->host, sizeof c->host, "%.*s:%u", STR_FMT(c->u.host), c->u.port);
+        if (n < 0 || (size_t)n >= sizeof c->host)
+            goto fail;
+    } else {
+        if (net_addr_from_host(c->u.host, c->u.port, &c->addr) < 0)
+            goto fail;
+        c->target = c->u.path;
+        net_addr_format(&c->addr, c->host, sizeof c->host);
+    }
     c->loop = l;
     c->client = client;
     c->refresh_ms = (refresh_s ? refresh_s : 300) * 1000ull;

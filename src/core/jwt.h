@@ -34,6 +34,7 @@
 
 struct loop;
 struct http1_client;
+struct net_addr;
 struct evp_pkey_st; /* OpenSSL's EVP_PKEY */
 
 /* Bitmask, so that allowlists are a plain OR. */
@@ -214,6 +215,13 @@ struct jwks_cache;
  * allocation failure. Loop thread only. */
 struct jwks_cache *jwks_cache_new(struct loop *l, struct http1_client *client, const char *url, unsigned refresh_s,
                                   unsigned min_refetch_s);
+/* The same through an HTTP proxy (the sidecar's outbound listener, from
+ * HTTP_PROXY): every fetch connects to proxy (numeric) and sends url as an
+ * absolute-form target with Host = the url's authority, so url's host may
+ * be a name that only the proxy resolves ("http://auth-svc/.well-known/jwks.json").
+ * proxy NULL: jwks_cache_new. */
+struct jwks_cache *jwks_cache_new_via(struct loop *l, struct http1_client *client, const char *url,
+                                      const struct net_addr *proxy, unsigned refresh_s, unsigned min_refetch_s);
 /* Cancels the fetch in flight and pending verifications (their callbacks do
  * not run). NULL-tolerant. Not from inside a jwks_verify_cb of this cache. */
 void jwks_cache_free(struct jwks_cache *c);

@@ -92,6 +92,9 @@ struct service {
     void (*worker_start)(struct loop *, int, void *);
     void (*worker_stop)(struct loop *, int, void *);
     void *worker_arg;
+    void (*prestop)(struct service *, void *); /* runs on worker 0 before the shutdown proper */
+    void *prestop_arg;
+    bool prestop_started, prestop_done;
     struct trace_config trace_cfg;
     bool has_proxy;
     struct net_addr proxy; /* HTTP_PROXY */
@@ -117,6 +120,21 @@ static int env_u64(const char *var, uint64_t min, uint64_t max, uint64_t *out)
     }
     *out = x;
     return 0;
+}
+
+int service_http_proxy(struct net_addr *out)
+{
+    const char *proxy = getenv("HTTP_PROXY");
+    if (!proxy || !*proxy)
+        proxy = getenv("http_proxy");
+    if (!proxy || !*proxy)
+        return 0;
+    struct http1_url pu;
+    if (http1_url_parse(str_from_cstr(proxy), &pu) < 0 || pu.is_tls || net_addr_from_host(pu.host, pu.port, out) < 0) {
+        fprintf(stderr, "HTTP_PROXY: expected http://HOST:PORT with a numeric host, got \"%s\"\n", proxy);
+        return -EINVAL;
+    }
+    return 1;
 }
 
 struct service *service_new(const struct service_config *cfg)
@@ -158,18 +176,10 @@ struct service *service_new(const struct service_config *cfg)
         goto fail;
     }
     s->trace_cfg.service_name = s->name;
-    const char *proxy = getenv("HTTP_PROXY");
-    if (!proxy || !*proxy)
-        proxy = getenv("http_proxy");
-    if (proxy && *proxy) {
-        struct http1_url pu;
-        if (http1_url_parse(str_from_cstr(proxy), &pu) < 0 || pu.is_tls ||
-            net_addr_from_host(pu.host, pu.port, &s->proxy) < 0) {
-            fprintf(stderr, "HTTP_PROXY: expected http://HOST:PORT with a numeric host, got \"%s\"\n", proxy);
-            goto fail;
-        }
-        s->has_proxy = true;
-    }
+    int has_proxy = service_http_proxy(&s->proxy);
+    if (has_proxy < 0)
+        goto fail;
+    s->has_proxy = has_proxy > 0;
 
     struct metrics_registry *reg = metrics_default();
     if (metrics_register_counter(reg, "strata_http_requests_total", "HTTP requests served, by route, method and status.",
@@ -820,11 +830,25 @@ static void shutdown_step(struct loop_timer *t)
     }
 }
 
+static void run_prestop(void *arg)
+{
+    struct service *s = arg;
+    s->prestop(s, s->prestop_arg);
+}
+
 static void begin_shutdown(void *arg)
 {
     struct service *s = arg;
     if (s->shutdown_phase)
         return;
+    if (s->prestop && !s->prestop_done) {
+        if (!s->prestop_started) {
+            s->prestop_started = true;
+            log_info("shutting down: pre-stop");
+            loop_post(s->workers[0].loop, run_prestop, s);
+        }
+        return;
+    }
     s->shutdown_phase = 1;
     __atomic_store_n(&s->is_shutting_down, 1, __ATOMIC_RELEASE);
     log_info("shutting down", LOG_UINT("delay_ms", s->cfg.shutdown_delay_ms));
@@ -835,6 +859,25 @@ static void on_signal(struct loop_signal *sig, int signo)
 {
     (void)signo;
     begin_shutdown(sig->data);
+}
+
+static void prestop_finished(void *arg)
+{
+    struct service *s = arg;
+    s->prestop_done = true;
+    begin_shutdown(s);
+}
+
+void service_on_prestop(struct service *s, void (*fn)(struct service *s, void *arg), void *arg)
+{
+    s->prestop = fn;
+    s->prestop_arg = arg;
+}
+
+void service_prestop_done(struct service *s)
+{
+    if (s->main_loop)
+        loop_post(s->main_loop, prestop_finished, s);
 }
 
 void service_shutdown(struct service *s)

@@ -79,6 +79,12 @@ int service_workers(const struct service *s);
 const char *service_name(const struct service *s);
 /* Starts the graceful shutdown as SIGTERM would; safe from any thread. */
 void service_shutdown(struct service *s);
+/* Optional: on SIGTERM/SIGINT/service_shutdown, fn runs first on worker 0's
+ * loop (the service keeps serving meanwhile) and must call
+ * service_prestop_done (from any thread) when its work is finished; only
+ * then does the shutdown proper begin. Set before service_run. */
+void service_on_prestop(struct service *s, void (*fn)(struct service *s, void *arg), void *arg);
+void service_prestop_done(struct service *s);
 
 /* ---- in a handler ------------------------------------------------------- */
 
@@ -143,6 +149,12 @@ struct service_call_opts {
 typedef void (*service_call_cb)(struct service_req *r, int err, const struct http1_client_response *resp, void *arg);
 int service_call(struct service_req *r, const char *base_url, const struct service_call_opts *o, service_call_cb cb,
                  void *arg);
+/* The outbound proxy that service_call uses, from HTTP_PROXY (or
+ * http_proxy): 1 with *out set, 0 when unset, -EINVAL (message on stderr
+ * naming the variable) unless it is http://HOST:PORT with a numeric host.
+ * For modules that send their own requests the same way (service_auth's
+ * JWKS fetch). Reads the environment: call at start, not per request. */
+int service_http_proxy(struct net_addr *out);
 /* Answers a failed call: 504 upstream_timeout, or 503 upstream_unavailable. */
 int service_reply_upstream_error(struct service_req *r, int err, const char *what);
 

@@ -8,6 +8,7 @@
 #include "core/arena.h"
 #include "core/http1_client.h"
 #include "core/log.h"
+#include "core/net.h"
 
 struct service_auth {
     struct jwks_cache *cache;
@@ -30,18 +31,42 @@ static const char *env_or(const char *name, const char *dflt)
     return v && *v ? v : dflt;
 }
 
+/* JWKS_URL names auth-svc by Service name under the mesh
+ * ("http://auth-svc/.well-known/jwks.json"): with HTTP_PROXY set (the
+ * sidecar) the fetch goes there in absolute form, as service_call's calls
+ * do; without it the host must be numeric or localhost (no blocking DNS on
+ * a loop thread). */
+static int jwks_target(const char *url, struct net_addr *proxy, bool *via_proxy)
+{
+    struct http1_url u;
+    struct net_addr direct;
+    if (!url || !*url) {
+        fprintf(stderr, "JWKS_URL: required (auth-svc's http://HOST:PORT/.well-known/jwks.json)\n");
+        return -EINVAL;
+    }
+    if (http1_url_parse(str_from_cstr(url), &u) < 0 || u.is_tls) {
+        fprintf(stderr, "JWKS_URL: expected an http:// URL, got \"%s\"\n", url);
+        return -EINVAL;
+    }
+    int rc = service_http_proxy(proxy);
+    if (rc < 0)
+        return rc;
+    *via_proxy = rc > 0;
+    if (!*via_proxy && net_addr_from_host(u.host, u.port, &direct) < 0) {
+        fprintf(stderr, "JWKS_URL: host \"%.*s\" is a name; without HTTP_PROXY it must be numeric or localhost\n",
+                STR_FMT(u.host));
+        return -EINVAL;
+    }
+    return 0;
+}
+
 struct service_auth *service_auth_new(struct loop *l, struct http1_client *client)
 {
     const char *url = getenv("JWKS_URL");
-    struct http1_url u;
-    if (!url || !*url) {
-        fprintf(stderr, "JWKS_URL: required (auth-svc's http://HOST:PORT/.well-known/jwks.json)\n");
+    struct net_addr proxy;
+    bool via_proxy = false;
+    if (jwks_target(url, &proxy, &via_proxy) < 0)
         return NULL;
-    }
-    if (http1_url_parse(str_from_cstr(url), &u) < 0 || u.is_tls) {
-        fprintf(stderr, "JWKS_URL: expected an http:// URL with a numeric host, got \"%s\"\n", url);
-        return NULL;
-    }
     uint64_t leeway = 30;
     const char *lv = getenv("JWT_LEEWAY_S");
     if (lv && *lv && (str_to_u64(str_from_cstr(lv), &leeway) < 0 || leeway > 3600)) {
@@ -55,9 +80,9 @@ struct service_auth *service_auth_new(struct loop *l, struct http1_client *clien
     snprintf(a->audience, sizeof a->audience, "%s", env_or("JWT_AUDIENCE", "strata"));
     a->audiences[0] = a->audience;
     a->leeway_s = leeway ? (int64_t)leeway : JWT_LEEWAY_NONE;
-    a->cache = jwks_cache_new(l, client, url, 300, 30);
+    a->cache = jwks_cache_new_via(l, client, url, via_proxy ? &proxy : NULL, 300, 30);
     if (!a->cache) {
-        fprintf(stderr, "JWKS_URL: cannot use \"%s\" (only numeric hosts or localhost)\n", url);
+        fprintf(stderr, "JWKS_URL: cannot use \"%s\" (out of memory, or its host is too long)\n", url);
         free(a);
         return NULL;
     }

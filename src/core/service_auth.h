@@ -2,7 +2,11 @@
  * service verifies tokens itself, the gateway's check is not trusted).
  *
  * Configuration from the environment:
- *   JWKS_URL       http://127.0.0.1:PORT/.well-known/jwks.json (auth-svc's keys)
+ *   JWKS_URL       auth-svc's keys: http://127.0.0.1:PORT/.well-known/jwks.json, or
+ *                  by name (http://auth-svc/.well-known/jwks.json) when HTTP_PROXY
+ *                  is set: then the fetch goes through the proxy in absolute
+ *                  form, as service_call does (service_http_proxy)
+ *   HTTP_PROXY     the sidecar's outbound listener, http://HOST:PORT (numeric)
  *   JWT_ISSUER     expected "iss" (default https://auth.strata.local)
  *   JWT_AUDIENCE   expected "aud" (default strata)
  *   JWT_LEEWAY_S   clock skew allowed on exp/nbf/iat (default 30)
@@ -20,7 +24,8 @@
 struct service_auth;
 
 /* NULL with a message on stderr naming the variable when the environment is
- * invalid (JWKS_URL missing or not an http URL with a numeric host). */
+ * invalid (JWKS_URL missing, not an http:// URL, or a name without
+ * HTTP_PROXY; HTTP_PROXY not http://HOST:PORT with a numeric host). */
 struct service_auth *service_auth_new(struct loop *l, struct http1_client *client);
 void service_auth_free(struct service_auth *a);
 /* For /readyz: keys have been fetched at least once. */

@@ -2,6 +2,7 @@
  *
  *   strata-proxy --config FILE [--workers N]
  *   strata-proxy --from 127.0.0.1:PORT --to http://HOST:PORT [--cert FILE --key FILE] [--workers N]
+ *   strata-proxy --control http://HOST:PORT --node ID --token-file FILE --cert-dir DIR [--workers N]
  *
  * Main thread: signals, the admin listener, health checks, reloads. One
  * worker thread per --workers (default: one per core) with its own loop,
@@ -11,7 +12,9 @@
  * in flight finish, idle keep-alives close, exit 0. SIGHUP or POST /reload:
  * the config file is read again and swapped in atomically (listener
  * changes need a restart), and TLS certificate files are reloaded. A bad
- * file changes nothing and says why. Usage: docs/gateway.md. */
+ * file changes nothing and says why. With --control the certificate and
+ * the config come from strata-control (control_client.c) and every new
+ * config is swapped in as a reload would. Usage: docs/gateway.md. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,6 +29,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/trace.h"
+#include "proxy/control_client.h"
 #include "proxy/engine.h"
 #include "proxy/health.h"
 #include "proxy/ratelimit.h"
@@ -46,6 +50,7 @@ static struct http1_server *admin;
 static struct health *health;
 static uint64_t config_loaded_at;
 static uint64_t reloads_ok, reloads_failed;
+static struct control_client *control; /* --control: config and certificate from strata-control */
 
 /* ---- drain ------------------------------------------------------------------ */
 
@@ -132,6 +137,8 @@ static void begin_drain(const char *why)
     if (atomic_exchange(&engine.draining, 1))
         return;
     log_info("draining", LOG_STR("cause", why));
+    control_client_free(control); /* no config swaps while the workers wind down */
+    control = NULL;
     health_stop(health);
     health = NULL;
     for (int i = 0; i < nworkers; i++)
@@ -264,21 +271,13 @@ static void reload_certs(void)
     }
 }
 
-/* Reads the config file again and swaps it in. 0, or <0 with err set and
- * nothing changed. */
-static int reload(char *err, size_t errsz)
+/* Swaps in c (loaded from source; the reference is taken over). 0, or
+ * <0 with err set and nothing changed. */
+static int swap_config(struct proxy_config *c, const char *source, char *err, size_t errsz)
 {
-    if (!config_path) {
-        reload_certs();
-        snprintf(err, errsz, "quick mode has no config file to reload (certificates were reloaded)");
-        return -EINVAL;
-    }
-    struct proxy_config *c;
-    if (proxy_config_load(config_path, &c, err, errsz) < 0)
-        goto fail;
     if (!same_listeners(boot, c)) {
         snprintf(err, errsz, "%s: $.listeners: listeners changed (address, role, TLS, mTLS mode, limits); a restart "
-                            "is needed to apply that, nothing was changed", config_path);
+                            "is needed to apply that, nothing was changed", source);
         proxy_config_unref(c);
         goto fail;
     }
@@ -311,6 +310,67 @@ fail:
     reloads_failed++;
     log_error("config reload failed; the config in force stays", LOG_STR("error", err));
     return -EINVAL;
+}
+
+/* Reads the config file again and swaps it in. 0, or <0 with err set and
+ * nothing changed. */
+static int reload(char *err, size_t errsz)
+{
+    if (!config_path) {
+        reload_certs();
+        snprintf(err, errsz, "%s has no config file to reload (certificates were reloaded)",
+                 control ? "--control" : "quick mode");
+        return -EINVAL;
+    }
+    struct proxy_config *c;
+    if (proxy_config_load(config_path, &c, err, errsz) < 0) {
+        reloads_failed++;
+        log_error("config reload failed; the config in force stays", LOG_STR("error", err));
+        return -EINVAL;
+    }
+    return swap_config(c, config_path, err, errsz);
+}
+
+/* --control: a config from the control plane, applied as a reload. */
+static int control_apply(const char *version, struct str json, void *arg)
+{
+    (void)arg;
+    char name[300], err[512];
+    snprintf(name, sizeof name, "control plane config %s", version);
+    struct proxy_config *c;
+    if (proxy_config_parse(name, json, &c, err, sizeof err) < 0) {
+        reloads_failed++;
+        log_error("config reload failed; the config in force stays", LOG_STR("error", err));
+        return -EINVAL;
+    }
+    return swap_config(c, name, err, sizeof err);
+}
+static void control_certs(void *arg)
+{
+    (void)arg;
+    reload_certs();
+}
+
+/* --control: certificate, then the first config, from the control plane. */
+static int control_boot(const struct control_client_config *cc)
+{
+    char err[512];
+    char *json = NULL;
+    size_t len = 0;
+    main_loop = loop_new();
+    if (!main_loop || control_client_new(main_loop, cc, &control, err, sizeof err) < 0) {
+        fprintf(stderr, "strata-proxy: %s\n", main_loop ? err : "out of memory");
+        return 2;
+    }
+    int rc = control_client_bootstrap(control, &json, &len, err, sizeof err);
+    if (rc == 0)
+        rc = proxy_config_parse("control plane config", str_make(json, len), &boot, err, sizeof err);
+    free(json);
+    if (rc < 0) {
+        fprintf(stderr, "strata-proxy: %s\n", err);
+        return 1;
+    }
+    return 0;
 }
 
 static void on_hup(struct loop_signal *s, int signo)
@@ -485,8 +545,15 @@ static int usage(FILE *f)
 {
     fprintf(f, "usage: strata-proxy --config FILE [--workers N]\n"
                "       strata-proxy [--from HOST:PORT] --to http://HOST:PORT [--cert FILE --key FILE] [--workers N]\n"
+               "       strata-proxy --control URL --node ID --token-file FILE --cert-dir DIR [--workers N]\n"
                "\n"
                "  --config FILE   the proxy config (JSON; docs/gateway.md); SIGHUP reloads it\n"
+               "  --control URL   take the config and the certificate from strata-control at http://HOST:PORT\n"
+               "                  (numeric host): new configs by long-poll, the certificate renewed at half\n"
+               "                  its lifetime (docs/mesh.md)\n"
+               "  --node ID       with --control: this proxy's id\n"
+               "  --token-file F  with --control: the file holding this proxy's bearer token\n"
+               "  --cert-dir DIR  with --control: where key.pem, cert.pem and ca.pem are written\n"
                "  --from ADDR     quick mode: listen on ADDR (default 127.0.0.1:8080, :8443 with --cert)\n"
                "  --to URL        quick mode: the upstream, http://HOST:PORT (numeric host)\n"
                "  --cert, --key   quick mode: serve TLS with this PEM certificate and key\n"
@@ -522,7 +589,8 @@ static int start_listeners(void)
         struct tls_error terr;
         l->tls = tls_server_holder_new(&l->tls_cfg, &terr);
         if (!l->tls) {
-            fprintf(stderr, "strata-proxy: %s: $.listeners[%zu].tls: %s\n", config_path ? config_path : "--cert", j,
+            fprintf(stderr, "strata-proxy: %s: $.listeners[%zu].tls: %s\n",
+                    config_path ? config_path : control ? "control plane config" : "--cert", j,
                     terr.msg);
             return -EINVAL;
         }
@@ -533,6 +601,7 @@ static int start_listeners(void)
 int main(int argc, char **argv)
 {
     const char *from = NULL, *to = NULL, *cert = NULL, *key = NULL;
+    struct control_client_config cc = { 0 };
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     nworkers = n > 0 && n <= 64 ? (int)n : 1;
     for (int i = 1; i < argc; i++) {
@@ -551,6 +620,14 @@ int main(int argc, char **argv)
             cert = argv[++i];
         } else if (!strcmp(a, "--key")) {
             key = argv[++i];
+        } else if (!strcmp(a, "--control")) {
+            cc.url = argv[++i];
+        } else if (!strcmp(a, "--node")) {
+            cc.node = argv[++i];
+        } else if (!strcmp(a, "--token-file")) {
+            cc.token_file = argv[++i];
+        } else if (!strcmp(a, "--cert-dir")) {
+            cc.cert_dir = argv[++i];
         } else if (!strcmp(a, "--workers")) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -568,7 +645,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "strata-proxy: --config: not with --from/--to/--cert/--key\n");
         return 2;
     }
-    if (config_path) {
+    if (cc.url && (config_path || from || to || cert || key)) {
+        fprintf(stderr, "strata-proxy: --control: not with --config/--from/--to/--cert/--key\n");
+        return 2;
+    }
+    if (!cc.url && (cc.node || cc.token_file || cc.cert_dir)) {
+        fprintf(stderr, "strata-proxy: --node, --token-file and --cert-dir go with --control\n");
+        return 2;
+    }
+    log_init("strata-proxy");
+    if (cc.url) {
+        int rc = control_boot(&cc);
+        if (rc)
+            return rc;
+    } else if (config_path) {
         if (proxy_config_load(config_path, &boot, err, sizeof err) < 0) {
             fprintf(stderr, "strata-proxy: %s\n", err);
             return 2;
@@ -581,10 +671,9 @@ int main(int argc, char **argv)
             return 2;
         }
     } else {
-        fprintf(stderr, "strata-proxy: %s is required\n", from ? "--to" : "--config FILE (or --to)");
+        fprintf(stderr, "strata-proxy: %s is required\n", from ? "--to" : "--config FILE (or --to, or --control)");
         return 2;
     }
-    log_init("strata-proxy");
     signal(SIGPIPE, SIG_IGN);
     engine_metrics_init();
     rl_metrics_init();
@@ -606,7 +695,8 @@ int main(int argc, char **argv)
         return 2;
     current = proxy_config_ref(boot);
     config_loaded_at = (uint64_t)time(NULL);
-    main_loop = loop_new();
+    if (!main_loop)
+        main_loop = loop_new();
     struct loop_signal sigint, sigterm, sighup;
     loop_signal_start(main_loop, &sigint, SIGINT, on_signal, NULL);
     loop_signal_start(main_loop, &sigterm, SIGTERM, on_signal, NULL);
@@ -705,6 +795,8 @@ int main(int argc, char **argv)
                  LOG_STR("address", net_addr_format(&boot->listeners[j].addr, a, sizeof a)),
                  LOG_INT("workers", nworkers), LOG_UINT("routes", boot->nroutes), LOG_STR("version", boot->version));
     }
+    if (control)
+        control_client_start(control, control_apply, control_certs, NULL);
     for (int i = 0; i < nworkers; i++)
         pthread_create(&threads[i].id, NULL, worker_main, &workers[i]);
     /* The main thread serves signals, admin and health checks until the workers end. */
@@ -725,6 +817,7 @@ int main(int argc, char **argv)
     }
     http1_client_free(app_client);
     http1_client_free(ready_client);
+    control_client_free(control);
     loop_run_once(main_loop, 0); /* closed connections are freed by deferred callbacks */
     waf_free(engine.waf);
     rl_local_free(engine.rl_local);
