@@ -8,7 +8,8 @@
 #include <stddef.h>
 
 /* Where the platform keeps its state: --state, else $STRATA_STATE, else
- * ${XDG_STATE_HOME:-~/.local/state}/strata. */
+ * /var/lib/strata for root (PostgreSQL runs as the postgres user, which
+ * cannot reach into ~root), else ${XDG_STATE_HOME:-~/.local/state}/strata. */
 void cli_state_dir(const char *flag, char *out, size_t n);
 /* The directory of this executable (its siblings: strata-control, ...). */
 int cli_self_dir(char *out, size_t n);

@@ -17,7 +17,7 @@
 static int usage(FILE *f)
 {
     fprintf(f, "usage: strata COMMAND [ARGS...]\n\n"
-               "the platform (state: --state DIR, $STRATA_STATE, or ~/.local/state/strata):\n"
+               "the platform (state: --state DIR, $STRATA_STATE, /var/lib/strata as root, or ~/.local/state/strata):\n"
                "  up [-f DIR] [--foreground] [--timeout S]   start everything from the manifests in DIR (default deploy/)\n"
                "  down                                       stop everything gracefully\n"
                "  status [-o json]                           workloads, replicas, endpoints\n"

@@ -21,6 +21,8 @@ void cli_state_dir(const char *flag, char *out, size_t n)
         snprintf(out, n, "%s", flag);
     else if (env && *env)
         snprintf(out, n, "%s", env);
+    else if (geteuid() == 0) /* PostgreSQL then runs as "postgres": ~root is out of its reach */
+        snprintf(out, n, "/var/lib/strata");
     else if (xdg && *xdg)
         snprintf(out, n, "%s/strata", xdg);
     else

@@ -11,6 +11,7 @@ set -euo pipefail
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 S=$(mktemp -d /tmp/strata-up.XXXXXX)
+chmod 0711 "$S" # PostgreSQL runs as its own user and must reach STATE/data
 STATE=$S/state
 pass=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
@@ -135,6 +136,8 @@ mapfile -t PIDS < <(ours)
 strata down --timeout 90 >"$S/down.out" || fail "strata down: $(cat "$S/down.out")"
 left=$(ours)
 [ -z "$left" ] || fail "processes left after down: $left"
-for p in "${PIDS[@]}"; do ! kill -0 "$p" 2>/dev/null || fail "pid $p survived down"; done
+# A zombie is gone too: PID 1 here may not reap the control plane's orphans.
+alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+for p in "${PIDS[@]}"; do ! alive "$p" || fail "pid $p survived down: $(tr '\0' ' ' <"/proc/$p/cmdline")"; done
 ok "strata down: all ${#PIDS[@]} processes gone"
 echo "PASS test_platform_up ($pass checks)"
