@@ -312,6 +312,140 @@ static void h_shutdown(struct service_req *r, void *arg)
     service_shutdown(c->svc);
 }
 
+static json_t *strings_json(char **v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+/* POST /v1/apply {"dir": "/abs/path", "dry_run": false}: the same checks as
+ * at start; any error → 422 with every message, and nothing changes. */
+static void h_apply(struct service_req *r, void *arg)
+{
+    struct control *c = arg;
+    if (!authorized(r, c))
+        return;
+    json_t *body;
+    if (service_req_json(r, 0, &body) < 0)
+        return;
+    const char *dir = json_string_value(json_object_get(body, "dir"));
+    bool dry = json_is_true(json_object_get(body, "dry_run"));
+    if (!dir || dir[0] != '/') {
+        json_decref(body);
+        service_reply_error(r, 422, "invalid_request", "dir: an absolute path to a directory of manifests is required");
+        return;
+    }
+    struct model *m = NULL;
+    struct model_diag d = { 0 };
+    int rc = model_load_dir(dir, &m, &d);
+    json_t *warnings = strings_json(d.warnings, d.nwarnings);
+    if (rc < 0) {
+        json_t *e = json_pack("{s:{s:s, s:s, s:s}, s:o, s:o}", "error", "code", "invalid_manifests", "message",
+                              d.nerrors ? d.errors[0] : strerror(-rc), "request_id", service_req_id(r), "errors",
+                              strings_json(d.errors, d.nerrors), "warnings", warnings);
+        model_diag_free(&d);
+        json_decref(body);
+        service_reply_json(r, 422, e);
+        return;
+    }
+    model_diag_free(&d);
+    json_decref(body);
+    if (dry) {
+        model_free(m);
+        service_reply_json(r, 200, json_pack("{s:b, s:o}", "dry_run", 1, "warnings", warnings));
+        return;
+    }
+    json_t *secrets = resolve_secrets(c, m);
+    if (!secrets) {
+        model_free(m);
+        json_decref(warnings);
+        service_reply_error(r, 503, "secrets_unavailable", "the generated secrets or databases could not be made (see the control plane's log)");
+        return;
+    }
+    controller_apply(c->ctl, m, secrets);
+    service_reply_json(r, 200, json_pack("{s:b, s:o}", "applied", 1, "warnings", warnings));
+}
+
+static void reply_op(struct service_req *r, int rc, const char *err, json_t *ok)
+{
+    if (rc == 0) {
+        service_reply_json(r, 200, ok);
+        return;
+    }
+    json_decref(ok);
+    int status = rc == -ENOENT ? 404 : rc == -EBUSY ? 429 : 422;
+    service_reply_error(r, status, rc == -ENOENT ? "not_found" : rc == -EBUSY ? "disruption_budget" : "invalid_request",
+                        err);
+}
+
+static char *param(struct service_req *r, const char *name, char *buf, size_t n)
+{
+    struct str v = service_req_param(r, name);
+    snprintf(buf, n, "%.*s", (int)v.n, v.p);
+    return buf;
+}
+
+static void h_scale(struct service_req *r, void *arg)
+{
+    struct control *c = arg;
+    if (!authorized(r, c))
+        return;
+    json_t *body;
+    if (service_req_json(r, 0, &body) < 0)
+        return;
+    json_t *n = json_object_get(body, "replicas");
+    char name[256], err[512];
+    param(r, "name", name, sizeof name);
+    if (!json_is_integer(n)) {
+        json_decref(body);
+        service_reply_error(r, 422, "invalid_request", "replicas: an integer is required");
+        return;
+    }
+    int rc = controller_scale(c->ctl, name, (int)json_integer_value(n), err, sizeof err);
+    reply_op(r, rc, err, json_pack("{s:s, s:I}", "name", name, "replicas", json_integer_value(n)));
+    json_decref(body);
+}
+
+static void h_rollout(struct service_req *r, void *arg)
+{
+    struct control *c = arg;
+    if (!authorized(r, c))
+        return;
+    char name[256], action[32], err[512];
+    param(r, "name", name, sizeof name);
+    param(r, "action", action, sizeof action);
+    int rc;
+    if (!strcmp(action, "restart"))
+        rc = controller_rollout_restart(c->ctl, name, err, sizeof err);
+    else if (!strcmp(action, "undo"))
+        rc = controller_rollout_undo(c->ctl, name, err, sizeof err);
+    else {
+        service_reply_error(r, 404, "not_found", "rollout actions: restart, undo");
+        return;
+    }
+    reply_op(r, rc, err, json_pack("{s:s, s:s}", "name", name, "action", action));
+}
+
+static void h_drain(struct service_req *r, void *arg)
+{
+    struct control *c = arg;
+    if (!authorized(r, c))
+        return;
+    char name[256], err[512];
+    param(r, "name", name, sizeof name);
+    int evicted, blocked;
+    int rc = controller_drain(c->ctl, name, &evicted, &blocked, err, sizeof err);
+    if (rc == -EBUSY) { /* 429 with the counts: some may have gone */
+        service_reply_json(r, 429, json_pack("{s:{s:s, s:s, s:s}, s:i, s:i}", "error", "code", "disruption_budget",
+                                             "message", err, "request_id", service_req_id(r), "evicted", evicted,
+                                             "blocked", blocked));
+        return;
+    }
+    reply_op(r, rc, err, json_pack("{s:s, s:i, s:i}", "name", name, "evicted", evicted, "blocked", blocked));
+}
+
 static int ctl_ready(void *arg, char *reason, size_t n)
 {
     struct control *c = arg;
@@ -467,6 +601,10 @@ int main(int argc, char **argv)
         service_route(c.svc, "GET", "/v1/status", h_status, &c) < 0 ||
         service_route(c.svc, "GET", "/v1/events", h_events, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/shutdown", h_shutdown, &c) < 0 ||
+        service_route(c.svc, "POST", "/v1/apply", h_apply, &c) < 0 ||
+        service_route(c.svc, "POST", "/v1/workloads/{name}/scale", h_scale, &c) < 0 ||
+        service_route(c.svc, "POST", "/v1/workloads/{name}/rollout/{action}", h_rollout, &c) < 0 ||
+        service_route(c.svc, "POST", "/v1/drain/{name}", h_drain, &c) < 0 ||
         service_add_check(c.svc, "workloads", ctl_ready, &c) < 0) {
         fprintf(stderr, "strata-control: cannot set up the admin API\n");
         datalayer_stop(c.dl);
