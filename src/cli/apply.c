@@ -71,7 +71,20 @@ int cmd_apply(int argc, char **argv)
         fprintf(stderr, "strata apply: no platform runs with state %s (strata up -f %s starts one)\n", sd, dir);
         return 1;
     }
-    fprintf(stderr, "strata apply: applying to a running platform is not implemented yet: "
-                    "strata down && strata up -f %s\n", dir);
-    return 1;
+    char abs[PATH_MAX];
+    if (!realpath(dir, abs) || S_ISREG(st.st_mode)) {
+        fprintf(stderr, "strata apply: -f %s: a running platform applies a whole directory\n", dir);
+        return 1;
+    }
+    json_t *req = json_pack("{s:s}", "dir", abs);
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    int status;
+    json_t *resp = cli_admin(&c, "POST", "/v1/apply", body, &status);
+    free(body);
+    if (!resp)
+        return 1;
+    json_decref(resp);
+    printf("%zu resources applied: changed templates roll out (strata rollout status NAME)\n", n);
+    return 0;
 }

@@ -40,5 +40,9 @@ int cmd_describe(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
+int cmd_scale(int argc, char **argv);
+int cmd_rollout(int argc, char **argv);
+int cmd_drain(int argc, char **argv);
+int cmd_why(int argc, char **argv);
 
 #endif

@@ -24,7 +24,11 @@ static int usage(FILE *f)
                "  get workloads|pods [-o json]               list them\n"
                "  describe WORKLOAD                          one workload with its replicas and events\n"
                "  events [PREFIX]                            what the runtime did (starts, restarts, readiness)\n"
-               "  apply -f DIR|FILE --dry-run                validate manifests (file:line:field errors)\n"
+               "  apply -f DIR [--dry-run]                   validate (file:line:field errors), then apply: templates roll out\n"
+               "  scale DEPLOYMENT --replicas N              set the desired replicas\n"
+               "  rollout status|restart|undo DEPLOYMENT     follow, restart or roll back a rolling update\n"
+               "  drain REPLICA|DEPLOYMENT                   evict replicas within the PodDisruptionBudgets\n"
+               "  why REQUEST_ID                             what every proxy and app logged for one request\n"
                "  logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--container app|proxy]\n\n"
                "engines:\n"
                "  proxy    the gateway / sidecar proxy (strata proxy --help)\n"
@@ -59,6 +63,7 @@ int main(int argc, char **argv)
     } commands[] = {
         { "up", cmd_up },           { "down", cmd_down },   { "status", cmd_status }, { "get", cmd_get },
         { "describe", cmd_describe }, { "events", cmd_events }, { "apply", cmd_apply }, { "logs", cmd_logs },
+        { "scale", cmd_scale },     { "rollout", cmd_rollout }, { "drain", cmd_drain }, { "why", cmd_why },
     };
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(cmd, commands[i].name))

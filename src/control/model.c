@@ -23,9 +23,13 @@ struct source {
 
 /* ---- diagnostics ---------------------------------------------------------- */
 
+/* One line each: control characters from quoted input become '?'. */
 static int push_line(char ***items, size_t *n, const char *line)
 {
     char *copy = strdup(line);
+    for (char *p = copy; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     char **grown = copy ? realloc(*items, (*n + 1) * sizeof **items) : NULL;
     if (!grown) {
         free(copy);

@@ -1,7 +1,8 @@
 /* model.h — the manifests of a deploy directory as typed, validated objects.
  *
  * model_load_dir reads every *.yaml / *.yml file of a directory (sorted by
- * name, not recursing into hidden directories), decodes each document by
+ * name; hidden files skipped; subdirectories are not read, so deploy/ can
+ * hold other YAML such as observability/ configs), decodes each document by
  * apiVersion + kind into the structs below, then validates across resources.
  * Everything the control plane does (compile proxy configs, run replicas)
  * reads this model and never the YAML.
@@ -93,7 +94,8 @@ struct model_deployment {
     struct model_container *containers; size_t ncontainers; /* containers[0] is the app */
     struct model_intstr max_surge, max_unavailable; /* default 25% / 25% */
     int termination_grace_s;        /* default 30 */
-    bool inject_sidecar;            /* false when annotation sidecar.istio.io/inject: "false" */
+    bool inject_sidecar;            /* false when annotation sidecar.istio.io/inject: "false" (template or
+                                       object metadata), and for a gateway */
     bool is_gateway;                /* the pod runs the strata proxy image as the edge gateway */
     char template_hash[17];         /* hex of a hash over spec.template: changes trigger a rollout */
 };
@@ -122,7 +124,8 @@ struct model_secret {
     const char *name, *namespace;
     struct model_loc loc;
     struct model_kv *data; size_t ndata; /* stringData, and data base64-decoded */
-    bool generated; /* declared by a strata.dev Database or GeneratedSecret, filled at run time */
+    bool generated; /* declared by a strata.dev Database or GeneratedSecret, filled at run time:
+                       data then lists the keys it will have, with "" values */
 };
 
 /* networking.k8s.io/v1 Ingress, served by the gateway. */
@@ -335,7 +338,7 @@ struct model {
     struct model_waf *wafs; size_t nwafs;
     struct model_database *databases; size_t ndatabases;
     struct model_generated_secret *generated_secrets; size_t ngenerated_secrets;
-    char digest[65]; /* sha256 hex over every file's bytes: the desired-state version */
+    char digest[65]; /* sha256 hex over every file in order (name, NUL, 8-byte big-endian length, bytes): the desired-state version */
     void *internal;  /* arena, cfg docs */
 };
 
@@ -345,7 +348,8 @@ struct model_diag {
     char **warnings; size_t nwarnings;
 };
 
-/* Loads and validates dir. 0 and *out on success (warnings may be present);
+/* Loads and validates dir. diag is (re)initialised by the call.
+ * 0 and *out on success (warnings may be present);
  * -EINVAL with every error found in diag (not just the first), or -errno
  * when the directory cannot be read. diag must be released with
  * model_diag_free either way. */

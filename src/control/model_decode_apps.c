@@ -113,12 +113,10 @@ static uint64_t fnv_str(uint64_t h, char tag, struct str s)
     return fnv(h, s.p, s.n);
 }
 
-static const struct cfg_node *sort_map;
-
-static int cmp_entries(const void *a, const void *b)
+static int cmp_entries(const void *a, const void *b, void *map)
 {
-    struct str ka = cfg_scalar(cfg_map_key(sort_map, *(const size_t *)a));
-    struct str kb = cfg_scalar(cfg_map_key(sort_map, *(const size_t *)b));
+    struct str ka = cfg_scalar(cfg_map_key(map, *(const size_t *)a));
+    struct str kb = cfg_scalar(cfg_map_key(map, *(const size_t *)b));
     int r = memcmp(ka.p, kb.p, ka.n < kb.n ? ka.n : kb.n);
     return r ? r : (ka.n < kb.n ? -1 : ka.n > kb.n);
 }
@@ -146,8 +144,7 @@ static uint64_t hash_node(struct mctx *c, uint64_t h, const struct cfg_node *n)
         }
         for (size_t i = 0; i < cnt; i++)
             order[i] = i;
-        sort_map = n;
-        qsort(order, cnt, sizeof *order, cmp_entries);
+        qsort_r(order, cnt, sizeof *order, cmp_entries, (void *)n);
         h = fnv(h, "{", 1);
         for (size_t i = 0; i < cnt; i++) {
             h = fnv_str(h, 'k', cfg_scalar(cfg_map_key(n, order[i])));
@@ -161,8 +158,6 @@ static uint64_t hash_node(struct mctx *c, uint64_t h, const struct cfg_node *n)
 }
 
 /* ---- containers ----------------------------------------------------------- */
-
-static const char *const *port_names; /* names of the container being decoded, parallel to its ports */
 
 static int resolve_port(struct mctx *c, const struct cfg_node *v, const struct model_container *ct,
                         const char *const *names, int *out)
@@ -188,8 +183,9 @@ static int resolve_port(struct mctx *c, const struct cfg_node *v, const struct m
     return -1;
 }
 
+/* names: the container's port names, parallel to ct->ports (for httpGet.port: http). */
 static void decode_probe(struct mctx *c, const struct cfg_node *ctn, const char *key, struct model_container *ct,
-                         struct model_probe *p)
+                         const char *const *names, struct model_probe *p)
 {
     const struct cfg_node *pr = dmap(c, ctn, key);
     *p = (struct model_probe){ .path = "/", .period_s = 10, .timeout_s = 1, .success_threshold = 1,
@@ -212,7 +208,7 @@ static void decode_probe(struct mctx *c, const struct cfg_node *ctn, const char 
         model_err(c, cfg_map_get(hg, "scheme"), "only HTTP probes are supported, got \"%.20s\"", scheme);
     const struct cfg_node *port = dneed(c, hg, "port");
     if (port)
-        resolve_port(c, port, ct, port_names, &p->port);
+        resolve_port(c, port, ct, names, &p->port);
 }
 
 static void decode_env(struct mctx *c, const struct cfg_node *ctn, struct model_container *ct)
@@ -386,11 +382,9 @@ static void decode_container(struct mctx *c, const struct cfg_node *ctn, const s
     dstrs(c, ctn, "args", &ct->args, &ct->nargs);
     decode_ports(c, ctn, ct, &names);
     decode_env(c, ctn, ct);
-    port_names = names;
-    decode_probe(c, ctn, "startupProbe", ct, &ct->startup);
-    decode_probe(c, ctn, "readinessProbe", ct, &ct->readiness);
-    decode_probe(c, ctn, "livenessProbe", ct, &ct->liveness);
-    port_names = NULL;
+    decode_probe(c, ctn, "startupProbe", ct, names, &ct->startup);
+    decode_probe(c, ctn, "readinessProbe", ct, names, &ct->readiness);
+    decode_probe(c, ctn, "livenessProbe", ct, names, &ct->liveness);
     decode_resources(c, ctn, ct);
     decode_mounts(c, ctn, podspec, ct);
 }
