@@ -112,7 +112,7 @@ json_t *cli_admin(const struct cli_control *c, const char *method, const char *p
 /* ---- common flags -------------------------------------------------------- */
 
 struct flags {
-    const char *state, *manifests, *output, *admin, *gw_http, *gw_https, *prom, *am, *backoff;
+    const char *state, *manifests, *output, *admin, *gw_http, *gw_https, *prom, *am, *backoff, *hpa;
     bool foreground;
     int timeout_s;
     const char *positional[4];
@@ -132,6 +132,7 @@ static int parse_flags(const char *cmd, int argc, char **argv, struct flags *f)
                             : !strcmp(a, "--prometheus-port")    ? &f->prom
                             : !strcmp(a, "--alertmanager-port")  ? &f->am
                             : !strcmp(a, "--backoff-base-ms")    ? &f->backoff
+                            : !strcmp(a, "--hpa-interval-ms")    ? &f->hpa
                                                                  : NULL;
         if (slot) {
             if (i + 1 >= argc) {
@@ -314,6 +315,7 @@ int cmd_up(int argc, char **argv)
     ADD("--prometheus-port", f.prom);
     ADD("--alertmanager-port", f.am);
     ADD("--backoff-base-ms", f.backoff);
+    ADD("--hpa-interval-ms", f.hpa);
 #undef ADD
     args[na] = NULL;
     fflush(NULL);

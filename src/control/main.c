@@ -2,6 +2,7 @@
  *
  *   strata-control -f DIR --state DIR [--admin ADDR] [--gateway-http ADDR] [--gateway-https ADDR]
  *                  [--prometheus-port N] [--alertmanager-port N] [--images DIR] [--backoff-base-ms N]
+ *                  [--hpa-interval-ms N]
  *
  * Start: manifests loaded and validated (nothing starts on an error) → the
  * data layer (PostgreSQL, Redis, NATS, Prometheus, Alertmanager) → secrets
@@ -36,6 +37,7 @@ struct opts {
     const char *manifests, *state, *admin, *gw_http, *gw_https, *images;
     int prometheus_port, alertmanager_port;
     long backoff_base_ms;
+    long hpa_interval_ms;
 };
 
 struct control {
@@ -56,7 +58,7 @@ static void usage(FILE *f)
     fputs("usage: strata-control -f DIR --state DIR [--admin 127.0.0.1:9900]\n"
           "                      [--gateway-http 127.0.0.1:8080] [--gateway-https 127.0.0.1:8443]\n"
           "                      [--prometheus-port 9090] [--alertmanager-port 9093] (0: not started)\n"
-          "                      [--images DIR] [--backoff-base-ms 10000]\n"
+          "                      [--images DIR] [--backoff-base-ms 10000] [--hpa-interval-ms 15000]\n"
           "The control plane and local runtime; usually started by `strata up` (docs/runtime.md).\n",
           f);
 }
@@ -76,7 +78,8 @@ static int parse_port(const char *flag, const char *v, int *out)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){ .admin = "127.0.0.1:9900", .gw_http = "127.0.0.1:8080", .gw_https = "127.0.0.1:8443",
-                        .prometheus_port = 9090, .alertmanager_port = 9093, .backoff_base_ms = 10000 };
+                        .prometheus_port = 9090, .alertmanager_port = 9093, .backoff_base_ms = 10000,
+                        .hpa_interval_ms = 15000 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -111,6 +114,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->backoff_base_ms = strtol(v, &end, 10);
             if (!*v || *end || o->backoff_base_ms < 1 || o->backoff_base_ms > 600000) {
                 fprintf(stderr, "strata-control: --backoff-base-ms: expected 1-600000, got \"%s\"\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--hpa-interval-ms")) {
+            char *end;
+            o->hpa_interval_ms = strtol(v, &end, 10);
+            if (!*v || *end || o->hpa_interval_ms < 100 || o->hpa_interval_ms > 600000) {
+                fprintf(stderr, "strata-control: --hpa-interval-ms: expected 100-600000, got \"%s\"\n", v);
                 return -1;
             }
         } else {
@@ -631,6 +641,7 @@ int main(int argc, char **argv)
         .trust_domain = "strata.local",
         .redis_addr = *redis_addr ? redis_addr : NULL,
         .backoff_base_ms = (uint32_t)c.o.backoff_base_ms,
+        .hpa_interval_ms = (uint32_t)c.o.hpa_interval_ms,
         .ca = c.ca,
         .xds = c.xds,
     };
