@@ -581,7 +581,7 @@ static void proc_reset(struct rt_replica *r, struct rt_proc *c)
 }
 
 static int proc_init(struct rt_replica *r, struct rt_proc *c, const struct rt_container_spec *s,
-                     const char *logdir)
+                     const char *logdir, const char *default_name)
 {
     if (!s->argv || !s->argv[0])
         return 0;
@@ -591,7 +591,12 @@ static int proc_init(struct rt_replica *r, struct rt_proc *c, const struct rt_co
         return -EINVAL;
     }
     char *const empty[] = { NULL };
-    c->name = strdup(s->name ? s->name : "app");
+    const char *name = s->name && *s->name ? s->name : default_name;
+    if (strchr(name, '/')) {
+        log_error("runtime: a container name cannot hold '/'", LOG_STR("replica", r->id), LOG_STR("container", name));
+        return -EINVAL;
+    }
+    c->name = strdup(name);
     c->argv = dup_strv(s->argv);
     c->envp = dup_strv(s->envp ? s->envp : empty);
     if (!c->name || !c->argv || !c->envp)
@@ -648,8 +653,8 @@ struct rt_replica *rt_replica_start(struct rt *rt, const struct rt_replica_spec 
                   LOG_STR("log_dir", logdir), LOG_ERRNO("error", rc));
         goto fail;
     }
-    if ((rc = proc_init(r, &r->app, &spec->app, logdir)) < 0 ||
-        (rc = proc_init(r, &r->sidecar, &spec->sidecar, logdir)) < 0)
+    if ((rc = proc_init(r, &r->app, &spec->app, logdir, "app")) < 0 ||
+        (rc = proc_init(r, &r->sidecar, &spec->sidecar, logdir, "proxy")) < 0)
         goto fail;
     if (proc_is_present(&r->sidecar) && !strcmp(r->sidecar.name, r->app.name)) {
         log_error("runtime: the app and the sidecar need different names", LOG_STR("replica", r->id));
