@@ -395,6 +395,7 @@ static int compile_for(struct controller *c, struct pod *p, const struct compile
     if (!full)
         return -ENOMEM;
     p->config_seq = c->version_seq;
+    log_info("config pushed", LOG_STR("proxy", p->id), LOG_STR("version", version));
     int rc = xds_set_config(c->cfg.xds, p->id, version, full, strlen(full));
     free(full);
     return rc;
