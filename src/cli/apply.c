@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "control/images.h"
 #include "control/model.h"
 
 static size_t count_resources(const struct model *m)
@@ -13,6 +14,12 @@ static size_t count_resources(const struct model *m)
     return m->ndeployments + m->nservices + m->nconfigmaps + m->nsecrets + m->ningresses + m->nvirtualservices +
            m->ndestinationrules + m->npeerauths + m->nauthzpolicies + m->nrequestauths + m->npdbs + m->nhpas +
            m->nratelimits + m->nwafs + m->ndatabases + m->ngenerated_secrets;
+}
+
+static void print_error(const char *msg, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "error: %s\n", msg);
 }
 
 int cmd_apply(int argc, char **argv)
@@ -59,7 +66,18 @@ int cmd_apply(int argc, char **argv)
     }
     size_t n = count_resources(m), nw = d.nwarnings;
     model_diag_free(&d);
+    /* Images resolve in the store beside this binary (build/images). */
+    char store[PATH_MAX + 16], self[PATH_MAX];
+    size_t nimg = 0;
+    if (cli_self_dir(self, sizeof self) == 0) {
+        snprintf(store, sizeof store, "%s/images", self);
+        nimg = image_check_model(m, store, NULL, print_error, NULL);
+    }
     model_free(m);
+    if (nimg) {
+        fprintf(stderr, "strata apply: %zu error%s; nothing applied\n", nimg, nimg == 1 ? "" : "s");
+        return 1;
+    }
     if (dry_run) {
         printf("%zu resources valid (%zu warning%s); nothing applied (--dry-run)\n", n, nw, nw == 1 ? "" : "s");
         return 0;

@@ -88,3 +88,28 @@ int image_resolve(const char *store, const char *ref, char *path, size_t pathsz,
     snprintf(digest, digestsz, "%s", line);
     return 0;
 }
+
+size_t image_check_model(const struct model *m, const char *store, const char *extra,
+                         void (*report)(const char *msg, void *arg), void *arg)
+{
+    size_t n = 0;
+    char path[4096], digest[80], err[512], msg[1024];
+    if (extra && image_resolve(store, extra, path, sizeof path, digest, sizeof digest, err, sizeof err) < 0) {
+        snprintf(msg, sizeof msg, "the sidecar: %s", err);
+        report(msg, arg);
+        n++;
+    }
+    for (size_t i = 0; i < m->ndeployments; i++) {
+        const struct model_deployment *d = &m->deployments[i];
+        for (size_t k = 0; k < d->ncontainers; k++) {
+            if (image_resolve(store, d->containers[k].image, path, sizeof path, digest, sizeof digest, err,
+                              sizeof err) == 0)
+                continue;
+            snprintf(msg, sizeof msg, "%s:%d: spec.template.spec.containers[%zu].image: %s", d->loc.file, d->loc.line,
+                     k, err);
+            report(msg, arg);
+            n++;
+        }
+    }
+    return n;
+}

@@ -27,6 +27,7 @@
 #include "control/ca.h"
 #include "control/controller.h"
 #include "control/datalayer.h"
+#include "control/images.h"
 #include "control/model.h"
 #include "control/secrets.h"
 #include "control/xds.h"
@@ -262,6 +263,14 @@ static json_t *resolve_secrets(struct control *c, const struct model *m)
     return all;
 }
 
+static void report_error(const char *msg, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "error: %s\n", msg);
+}
+
+static void collect_error(const char *msg, void *arg) { json_array_append_new(arg, json_string(msg)); }
+
 /* ---- admin API ---------------------------------------------------------- */
 
 static bool authorized(struct service_req *r, struct control *c)
@@ -362,6 +371,16 @@ static void h_apply(struct service_req *r, void *arg)
     }
     model_diag_free(&d);
     json_decref(body);
+    json_t *imgerr = json_array();
+    if (image_check_model(m, c->o.images, NULL, collect_error, imgerr)) {
+        json_t *e = json_pack("{s:{s:s, s:s, s:s}, s:o, s:o}", "error", "code", "invalid_manifests", "message",
+                              json_string_value(json_array_get(imgerr, 0)), "request_id", service_req_id(r), "errors",
+                              imgerr, "warnings", warnings);
+        model_free(m);
+        service_reply_json(r, 422, e);
+        return;
+    }
+    json_decref(imgerr);
     if (dry) {
         model_free(m);
         service_reply_json(r, 200, json_pack("{s:b, s:o}", "dry_run", 1, "warnings", warnings));
@@ -567,6 +586,12 @@ int main(int argc, char **argv)
         if (!diag.nerrors)
             fprintf(stderr, "strata-control: -f %s: %s\n", c.o.manifests, strerror(-rc));
         fprintf(stderr, "strata-control: nothing applied\n");
+        return 1;
+    }
+
+    if (image_check_model(m, c.o.images, "strata/proxy:dev", report_error, NULL)) {
+        fprintf(stderr, "strata-control: nothing applied\n");
+        model_free(m);
         return 1;
     }
 
