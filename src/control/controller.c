@@ -45,6 +45,7 @@ struct pod {
     struct rt_replica *rr;
     bool ready, terminating, stopping, has_proxy;
     time_t started;
+    int restarts_at_stop;   /* the runtime frees its replica when stopped */
     double cpu_last;        /* HPA samples */
     uint64_t cpu_last_ms;
 };
@@ -632,8 +633,8 @@ static void pod_gone(void *arg)
     struct pod *p = arg;
     struct controller *c = p->c;
     struct dep *dp = p->dep;
-    dp->restarts_gone += p->rr ? rt_replica_restarts(p->rr) : 0;
-    p->rr = NULL;
+    dp->restarts_gone += p->restarts_at_stop;
+    p->rr = NULL; /* freed by the runtime */
     for (struct pod **pp = &dp->pods; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
@@ -675,6 +676,7 @@ static void pod_term_check(struct loop_timer *t)
         return;
     }
     p->stopping = true;
+    p->restarts_at_stop = p->rr ? rt_replica_restarts(p->rr) : 0;
     if (p->rr)
         rt_replica_stop(p->rr, pod_gone, p);
     else

@@ -140,4 +140,12 @@ left=$(ours)
 alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
 for p in "${PIDS[@]}"; do ! alive "$p" || fail "pid $p survived down: $(tr '\0' ' ' <"/proc/$p/cmdline")"; done
 ok "strata down: all ${#PIDS[@]} processes gone"
+
+# Under ASan/UBSan (make test-asan) every process of the platform is
+# instrumented: a report in any log is a failure.
+if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$STATE/control.log" "$STATE"/logs/*/*.log 2>/dev/null; then
+  grep -h -A20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$STATE/control.log" "$STATE"/logs/*/*.log | head -60 >&2
+  fail "sanitizer reports in the logs above"
+fi
+ok "no sanitizer report in any log"
 echo "PASS test_platform_up ($pass checks)"
