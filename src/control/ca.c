@@ -30,6 +30,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "core/fileio.h"
+
 #define CA_ROOT_DAYS 3650
 #define CA_DEFAULT_TTL_S (24 * 3600)
 /* 64 KiB: a PEM CSR with an RSA-8192 key is ~3 KiB; anything larger is not one. */
@@ -71,44 +73,12 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* Writes data to path through a temp file in the same directory and a
- * rename, so a reader sees the old file or the new one, never half. */
+/* file_write_atomic, with the error said in err. */
 static int write_atomic(const char *path, const char *data, size_t len, mode_t mode, char *err, size_t errsz)
 {
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp)
-        return fail(err, errsz, -ENOMEM, "%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp); /* 0600 from the start: a key is never readable by others, not even briefly */
-    int rc = 0;
-    if (fd < 0) {
-        rc = -errno;
-        snprintf(err, errsz, "%s: cannot create a temporary file: %s", path, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    size_t off = 0;
-    while (off < len && rc == 0) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno != EINTR)
-            rc = -errno;
-        else if (w > 0)
-            off += (size_t)w;
-    }
-    if (rc == 0 && fchmod(fd, mode) < 0)
-        rc = -errno;
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -errno;
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = -errno;
-    if (rc < 0) {
+    int rc = file_write_atomic(path, data, len, mode);
+    if (rc < 0)
         snprintf(err, errsz, "%s: cannot write: %s", path, strerror(-rc));
-        unlink(tmp);
-    }
-    free(tmp);
     return rc;
 }
 

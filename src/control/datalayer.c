@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
 #include "core/log.h"
 
 extern char **environ;
@@ -235,48 +236,11 @@ static int dl_mkdir(const char *path, mode_t mode, char *err, size_t errsz)
 static int dl_write_file(const char *path, const char *text, mode_t mode, bool chown_pg,
                          const struct datalayer *dl, char *err, size_t errsz)
 {
-    char tmp[PATH_MAX];
-    if (dl_path(tmp, "%s.tmp", path) < 0)
-        return dl_err(err, errsz, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return dl_err(err, errsz, "open %s: %s", tmp, strerror(errno));
-    size_t len = strlen(text), off = 0;
-    int rc = fchmod(fd, mode);
-    if (rc == 0 && chown_pg && dl->pg_drop)
-        rc = fchown(fd, dl->pg_uid, dl->pg_gid);
-    while (rc == 0 && off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            rc = -1;
-        else
-            off += (size_t)w;
-    }
-    if (rc == 0)
-        rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    if (rc == 0 && rename(tmp, path) < 0) {
-        rc = -1;
-        saved = errno;
-    }
-    if (rc < 0) {
-        unlink(tmp);
-        return dl_err(err, errsz, "write %s: %s", path, strerror(saved));
-    }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    bool as_pg = chown_pg && dl->pg_drop;
+    int rc = file_write_atomic_as(path, text, strlen(text), mode, as_pg ? dl->pg_uid : (uid_t)-1,
+                                  as_pg ? dl->pg_gid : (gid_t)-1);
+    if (rc < 0)
+        return dl_err(err, errsz, "write %s: %s", path, strerror(-rc));
     return 0;
 }
 

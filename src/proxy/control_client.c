@@ -23,6 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "core/fileio.h"
 #include "core/http1_client.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -86,39 +87,6 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* Temp file in the same directory (mode 0600 from the start), then rename:
- * a reader sees the old file or the new one, never a half. */
-static int write_atomic(const char *path, const char *data, size_t len, mode_t mode)
-{
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp)
-        return -ENOMEM;
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp), rc = 0;
-    if (fd < 0) {
-        rc = -errno;
-        free(tmp);
-        return rc;
-    }
-    for (size_t off = 0; off < len && rc == 0;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno != EINTR)
-            rc = -errno;
-        else if (w > 0)
-            off += (size_t)w;
-    }
-    if (rc == 0 && fchmod(fd, mode) < 0)
-        rc = -errno;
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = -errno;
-    if (rc < 0)
-        unlink(tmp);
-    free(tmp);
-    return rc;
-}
 
 static uint32_t next_backoff(uint32_t *b)
 {
@@ -206,11 +174,11 @@ static int write_files(struct control_client *c, const char *cert, const char *c
     BIO *b = BIO_new(BIO_s_mem());
     char *p = NULL;
     long len = b && PEM_write_bio_PrivateKey(b, c->key, NULL, NULL, 0, NULL, NULL) == 1 ? BIO_get_mem_data(b, &p) : -1;
-    int rc = len > 0 ? write_atomic(c->key_path, p, (size_t)len, 0600) : -ENOMEM;
+    int rc = len > 0 ? file_write_atomic(c->key_path, p, (size_t)len, 0600) : -ENOMEM;
     const char *failed = c->key_path;
-    if (rc == 0 && (rc = write_atomic(c->cert_path, cert, strlen(cert), 0644)) < 0)
+    if (rc == 0 && (rc = file_write_atomic(c->cert_path, cert, strlen(cert), 0644)) < 0)
         failed = c->cert_path;
-    if (rc == 0 && (rc = write_atomic(c->ca_path, ca, strlen(ca), 0644)) < 0)
+    if (rc == 0 && (rc = file_write_atomic(c->ca_path, ca, strlen(ca), 0644)) < 0)
         failed = c->ca_path;
     BIO_free(b); /* frees p, the key's PEM text */
     if (rc < 0)
