@@ -339,6 +339,16 @@ static json_t *strings_json(char **v, size_t n)
     return a;
 }
 
+/* 422 invalid_manifests with every error (steals errors and warnings). */
+static void reply_invalid(struct service_req *r, json_t *errors, json_t *warnings)
+{
+    const char *first = json_string_value(json_array_get(errors, 0));
+    json_t *e = json_pack("{s:{s:s, s:s, s:s}, s:o, s:o}", "error", "code", "invalid_manifests", "message",
+                          first ? first : "invalid manifests", "request_id", service_req_id(r), "errors", errors,
+                          "warnings", warnings);
+    service_reply_json(r, 422, e);
+}
+
 /* POST /v1/apply {"dir": "/abs/path", "dry_run": false}: the same checks as
  * at start; any error → 422 with every message, and nothing changes. */
 static void h_apply(struct service_req *r, void *arg)
@@ -361,23 +371,20 @@ static void h_apply(struct service_req *r, void *arg)
     int rc = model_load_dir(dir, &m, &d);
     json_t *warnings = strings_json(d.warnings, d.nwarnings);
     if (rc < 0) {
-        json_t *e = json_pack("{s:{s:s, s:s, s:s}, s:o, s:o}", "error", "code", "invalid_manifests", "message",
-                              d.nerrors ? d.errors[0] : strerror(-rc), "request_id", service_req_id(r), "errors",
-                              strings_json(d.errors, d.nerrors), "warnings", warnings);
+        json_t *errors = strings_json(d.errors, d.nerrors);
+        if (!d.nerrors)
+            json_array_append_new(errors, json_string(strerror(-rc)));
         model_diag_free(&d);
         json_decref(body);
-        service_reply_json(r, 422, e);
+        reply_invalid(r, errors, warnings);
         return;
     }
     model_diag_free(&d);
     json_decref(body);
     json_t *imgerr = json_array();
     if (image_check_model(m, c->o.images, NULL, collect_error, imgerr)) {
-        json_t *e = json_pack("{s:{s:s, s:s, s:s}, s:o, s:o}", "error", "code", "invalid_manifests", "message",
-                              json_string_value(json_array_get(imgerr, 0)), "request_id", service_req_id(r), "errors",
-                              imgerr, "warnings", warnings);
         model_free(m);
-        service_reply_json(r, 422, e);
+        reply_invalid(r, imgerr, warnings);
         return;
     }
     json_decref(imgerr);
