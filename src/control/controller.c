@@ -20,6 +20,7 @@
 #include "control/runtime.h"
 #include "control/secrets.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #define MAX_EVENTS 256
 
@@ -65,6 +66,7 @@ struct dep {
     struct pod *pods;
     int desired;
     int restarts_gone;                   /* restarts of pods that are gone */
+    int restarts_exported;               /* what strata_workload_restarts_total has counted */
     bool deleted;
     struct hpa_rec recs[128];
     size_t nrecs;
@@ -97,6 +99,8 @@ struct controller {
     int stops_pending;
     void (*stopped)(void *arg);
     void *stopped_arg;
+    struct metrics_family *m_desired, *m_ready, *m_updated, *m_restarts, *m_hpa_min, *m_hpa_max, *m_hpa_desired;
+    struct metrics_counter *m_pushes;
     struct event events[MAX_EVENTS];
     size_t nevents, event_next;
 };
@@ -310,6 +314,16 @@ static int app_env(struct pod *p, const struct model_container *k, struct envbuf
         if ((rc = env_put_mapped(e, v->name, val, maps, nmaps)) < 0)
             return rc;
     }
+    if (p->c->cfg.otlp_endpoint) {
+        bool named = false;
+        for (size_t i = 0; i < e->n; i++)
+            named |= !strncmp(e->v[i], "OTEL_SERVICE_NAME=", 18);
+        if (!named) {
+            const char *svc = model_label(&p->spec->pod_labels, "app");
+            env_put(e, "OTEL_SERVICE_NAME", svc ? svc : p->spec->name);
+        }
+        env_put(e, "OTEL_EXPORTER_OTLP_ENDPOINT", p->c->cfg.otlp_endpoint);
+    }
     /* The pod's network is loopback with remapped ports. */
     env_del(e, "PORT");
     env_put(e, "LISTEN_ADDR", p->app_addr);
@@ -397,6 +411,7 @@ static int compile_for(struct controller *c, struct pod *p, const struct compile
         return -ENOMEM;
     p->config_seq = c->version_seq;
     log_info("config pushed", LOG_STR("proxy", p->id), LOG_STR("version", version));
+    metrics_counter_add(c->m_pushes, 1);
     int rc = xds_set_config(c->cfg.xds, p->id, version, full, strlen(full));
     free(full);
     return rc;
@@ -573,6 +588,10 @@ static int pod_run(struct controller *c, struct pod *p)
     struct envbuf app = { 0 }, side = { 0 };
     env_put(&side, "PATH", "/usr/local/bin:/usr/bin:/bin");
     env_put(&side, "LOG_LEVEL", "info");
+    if (c->cfg.otlp_endpoint) {
+        env_put(&side, "OTEL_EXPORTER_OTLP_ENDPOINT", c->cfg.otlp_endpoint);
+        env_put(&side, "OTEL_SERVICE_NAME", d->is_gateway ? "gateway" : "sidecar");
+    }
     const char *argv_app[80];
     size_t na = 0;
     if (!d->is_gateway) {
@@ -860,10 +879,63 @@ static void reconcile(struct controller *c)
     }
 }
 
+/* The workloads as Prometheus sees them (kube-state-metrics' role). */
+static void export_metrics(struct controller *c)
+{
+    for_each_dep(c, dp)
+    {
+        if (dp->deleted)
+            continue;
+        const char *name = dp->d->name;
+        int ready = 0, updated = 0, restarts = dp->restarts_gone;
+        for_each_pod(dp, p)
+        {
+            ready += p->ready && !p->terminating;
+            updated += !p->terminating && !strcmp(p->hash, dp->hash);
+            restarts += p->rr && !p->stopping ? rt_replica_restarts(p->rr) : p->restarts_at_stop;
+        }
+        metrics_gauge_set(metrics_gauge_withv(c->m_desired, &name, 1), dp->desired);
+        metrics_gauge_set(metrics_gauge_withv(c->m_ready, &name, 1), ready);
+        metrics_gauge_set(metrics_gauge_withv(c->m_updated, &name, 1), updated);
+        if (restarts > dp->restarts_exported) {
+            metrics_counter_add(metrics_counter_withv(c->m_restarts, &name, 1), (uint64_t)(restarts - dp->restarts_exported));
+            dp->restarts_exported = restarts;
+        }
+        const struct model_hpa *h = hpa_for(c, name);
+        if (h) {
+            const char *v[2] = { name, h->name };
+            metrics_gauge_set(metrics_gauge_withv(c->m_hpa_min, v, 2), h->min_replicas);
+            metrics_gauge_set(metrics_gauge_withv(c->m_hpa_max, v, 2), h->max_replicas);
+            metrics_gauge_set(metrics_gauge_withv(c->m_hpa_desired, v, 2), dp->desired);
+        }
+    }
+}
+
+static void register_metrics(struct controller *c)
+{
+    struct metrics_registry *r = metrics_default();
+    static const char *const wl[] = { "workload", NULL }, *const hpa[] = { "workload", "hpa", NULL };
+    struct metrics_family *f;
+    metrics_register_gauge(r, "strata_workload_replicas", "Desired replicas of a Deployment.", wl, &c->m_desired);
+    metrics_register_gauge(r, "strata_workload_replicas_ready", "Ready replicas of a Deployment.", wl, &c->m_ready);
+    metrics_register_gauge(r, "strata_workload_replicas_updated",
+                           "Replicas of a Deployment running its current revision.", wl, &c->m_updated);
+    metrics_register_counter(r, "strata_workload_restarts_total", "Container restarts of a Deployment's replicas.", wl,
+                             &c->m_restarts);
+    metrics_register_gauge(r, "strata_hpa_min_replicas", "HorizontalPodAutoscaler lower bound.", hpa, &c->m_hpa_min);
+    metrics_register_gauge(r, "strata_hpa_max_replicas", "HorizontalPodAutoscaler upper bound.", hpa, &c->m_hpa_max);
+    metrics_register_gauge(r, "strata_hpa_desired_replicas", "Replicas the HorizontalPodAutoscaler asks for.", hpa,
+                           &c->m_hpa_desired);
+    if (metrics_register_counter(r, "strata_control_config_pushes_total", "Proxy configs pushed (one per proxy and version).",
+                                 NULL, &f) == 0)
+        c->m_pushes = metrics_counter_withv(f, NULL, 0);
+}
+
 static void tick(struct loop_timer *t)
 {
     struct controller *c = t->data;
     reconcile(c);
+    export_metrics(c);
     loop_timer_start(t, 1000);
 }
 
@@ -986,6 +1058,7 @@ int controller_start(struct controller *c, struct loop *l, struct http1_client *
     if (!c->rt)
         return -ENOMEM;
     for_each_dep(c, dp) for_each_pod(dp, p) loop_timer_init(l, &p->term_timer, pod_term_check, p);
+    register_metrics(c);
     loop_timer_init(l, &c->tick, tick, c);
     loop_timer_init(l, &c->hpa_timer, hpa_tick, c);
     loop_timer_start(&c->tick, 0);
@@ -1201,6 +1274,32 @@ json_t *controller_status(const struct controller *c)
         json_array_append_new(wl, w);
     }
     return json_pack("{s:b, s:s, s:o}", "ready", controller_ready(c), "version", c->m->digest, "workloads", wl);
+}
+
+static void sd_add(json_t *a, const char *addr, const char *job, const struct pod *p)
+{
+    const char *svc = model_label(&p->spec->pod_labels, "app");
+    json_array_append_new(a, json_pack("{s:[s], s:{s:s, s:s, s:s, s:s, s:s}}", "targets", addr, "labels", "job", job,
+                                       "workload", p->spec->name, "replica", p->id, "version", p->hash, "service",
+                                       svc ? svc : p->spec->name));
+}
+
+json_t *controller_sd_targets(const struct controller *c)
+{
+    json_t *a = json_array();
+    for_each_dep(c, dp) for_each_pod(dp, p)
+    {
+        if (!p->rr || p->stopping)
+            continue;
+        if (p->spec->is_gateway) {
+            sd_add(a, p->admin_addr, "gateway", p);
+            continue;
+        }
+        sd_add(a, p->app_addr, "app", p);
+        if (p->has_proxy)
+            sd_add(a, p->admin_addr, "sidecar", p);
+    }
+    return a;
 }
 
 json_t *controller_events(const struct controller *c)

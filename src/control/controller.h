@@ -34,6 +34,7 @@ struct controller_config {
     const char *redis_addr;     /* for global rate limits, or NULL */
     uint32_t backoff_base_ms;   /* restart backoff (0: Kubernetes' 10 s) */
     uint32_t hpa_interval_ms;   /* autoscaler period (0: 15 s, as Kubernetes) */
+    const char *otlp_endpoint;  /* OTEL_EXPORTER_OTLP_ENDPOINT for apps and proxies, or NULL */
     struct ca *ca;
     struct xds *xds;
 };
@@ -48,6 +49,10 @@ bool controller_ready(const struct controller *c);
 /* {"ready", "version", "workloads": [{name, kind, replicas, ready, restarts,
  * version, pods: [...]}]}: a new reference. */
 json_t *controller_status(const struct controller *c);
+/* Prometheus HTTP service discovery: every app, sidecar and gateway
+ * replica's /metrics address with labels job (app|sidecar|gateway),
+ * workload, replica, version, service (a new reference). */
+json_t *controller_sd_targets(const struct controller *c);
 /* Recent events (a new array of {time, object, reason, message}). */
 json_t *controller_events(const struct controller *c);
 /* Applies a new desired state (takes ownership of m and secrets, as

@@ -190,12 +190,26 @@ static int write_text(const char *dir, const char *name, const char *text)
  * arrives with the observability issue. */
 static int monitoring_configs(struct control *c, char *prom, size_t promsz, char *am, size_t amsz)
 {
-    char dir[PATH_MAX + 32], text[2048];
+    char dir[PATH_MAX + 32], text[4096 + PATH_MAX];
     snprintf(dir, sizeof dir, "%s/prometheus", c->state);
+    char rules[PATH_MAX + 48];
+    snprintf(rules, sizeof rules, "%s/rules", dir);
+    if (mkdir(rules, 0700) < 0 && errno != EEXIST)
+        return -1;
+    /* Every replica through HTTP service discovery (GET /v1/sd): the job
+     * label comes from the target (app, sidecar, gateway). "type: Bearer"
+     * explicitly: Prometheus 2.42's http_sd sends the bare credential
+     * without it. */
     snprintf(text, sizeof text,
              "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
-             "scrape_configs:\n  - job_name: strata-control\n    static_configs:\n      - targets: ['%s']\n",
-             c->o.admin);
+             "rule_files:\n  - rules/*.yml\n"
+             "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:%d']\n"
+             "scrape_configs:\n"
+             "  - job_name: strata-control\n    static_configs:\n      - targets: ['%s']\n"
+             "  - job_name: strata\n    http_sd_configs:\n      - url: http://%s/v1/sd\n        refresh_interval: 5s\n"
+             "        authorization:\n          type: Bearer\n          credentials_file: %s/admin.token\n"
+             "    relabel_configs:\n      - source_labels: [job]\n        target_label: job\n",
+             c->o.alertmanager_port, c->o.admin, c->o.admin, c->state);
     if (write_text(dir, "prometheus.yml", text) < 0)
         return -1;
     snprintf(prom, promsz, "%s/prometheus.yml", dir);
@@ -320,6 +334,15 @@ static void h_events(struct service_req *r, void *arg)
     if (!authorized(r, c))
         return;
     service_reply_json(r, 200, json_pack("{s:o}", "events", controller_events(c->ctl)));
+}
+
+/* Prometheus' http_sd_configs (Bearer token from the state directory). */
+static void h_sd(struct service_req *r, void *arg)
+{
+    struct control *c = arg;
+    if (!authorized(r, c))
+        return;
+    service_reply_json(r, 200, controller_sd_targets(c->ctl));
 }
 
 static void h_shutdown(struct service_req *r, void *arg)
@@ -642,6 +665,7 @@ int main(int argc, char **argv)
     if (!c.svc || !c.xds || xds_register(c.xds, c.svc) < 0 ||
         service_route(c.svc, "GET", "/v1/status", h_status, &c) < 0 ||
         service_route(c.svc, "GET", "/v1/events", h_events, &c) < 0 ||
+        service_route(c.svc, "GET", "/v1/sd", h_sd, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/shutdown", h_shutdown, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/apply", h_apply, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/workloads/{name}/scale", h_scale, &c) < 0 ||
