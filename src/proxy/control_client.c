@@ -27,6 +27,7 @@
 #include "core/http1_client.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #define CC_WAIT_S 30
 /* The long-poll is held up to CC_WAIT_S by the server: the request may take that plus a margin. */
@@ -67,6 +68,7 @@ struct control_client {
     struct loop_timer cert_timer;
     uint32_t cert_backoff_ms;
     EVP_PKEY *key;                 /* the key of the CSR in flight */
+    struct metrics_gauge *m_expiry; /* strata_proxy_certificate_expiry_timestamp_seconds */
 
     control_apply_fn apply;
     control_certs_fn certs;
@@ -230,6 +232,13 @@ static void cert_done(int err, const struct http1_client_response *resp, void *a
     EVP_PKEY_free(c->key);
     c->key = NULL;
     c->cert_backoff_ms = 0;
+    if (!c->m_expiry) {
+        struct metrics_family *f;
+        if (metrics_register_gauge(metrics_default(), "strata_proxy_certificate_expiry_timestamp_seconds",
+                                   "When the workload certificate in force expires (Unix time).", NULL, &f) == 0)
+            c->m_expiry = metrics_gauge_withv(f, NULL, 0);
+    }
+    metrics_gauge_set(c->m_expiry, (double)not_after);
     int64_t now = (int64_t)time(NULL);
     int64_t half = not_after > now ? (not_after - now) / 2 : 0;
     uint64_t renew_ms = half > 1 ? (uint64_t)half * 1000 : 1000;
