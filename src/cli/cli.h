@@ -44,5 +44,6 @@ int cmd_scale(int argc, char **argv);
 int cmd_rollout(int argc, char **argv);
 int cmd_drain(int argc, char **argv);
 int cmd_why(int argc, char **argv);
+int cmd_alerts(int argc, char **argv);
 
 #endif

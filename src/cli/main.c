@@ -29,6 +29,7 @@ static int usage(FILE *f)
                "  rollout status|restart|undo DEPLOYMENT     follow, restart or roll back a rolling update\n"
                "  drain REPLICA|DEPLOYMENT                   evict replicas within the PodDisruptionBudgets\n"
                "  why REQUEST_ID                             what every proxy and app logged for one request\n"
+               "  alerts [--all] [-o json]                   alerts firing now (--all: every notification received)\n"
                "  logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--container app|proxy]\n\n"
                "engines:\n"
                "  proxy    the gateway / sidecar proxy (strata proxy --help)\n"
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
         { "up", cmd_up },           { "down", cmd_down },   { "status", cmd_status }, { "get", cmd_get },
         { "describe", cmd_describe }, { "events", cmd_events }, { "apply", cmd_apply }, { "logs", cmd_logs },
         { "scale", cmd_scale },     { "rollout", cmd_rollout }, { "drain", cmd_drain }, { "why", cmd_why },
+        { "alerts", cmd_alerts },
     };
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(cmd, commands[i].name))

@@ -567,3 +567,64 @@ int cmd_describe(int argc, char **argv)
     json_decref(ev);
     return 0;
 }
+
+/* ---- alerts ------------------------------------------------------------------ */
+
+static void print_alert(json_t *al)
+{
+    json_t *lb = json_object_get(al, "labels"), *an = json_object_get(al, "annotations");
+    const char *summary = json_string_value(json_object_get(an, "summary"));
+    printf("%-9s %-32s %-8s %-14s since %s%s%s\n", json_string_value(json_object_get(al, "status")),
+           json_string_value(json_object_get(lb, "alertname")) ?: "?",
+           json_string_value(json_object_get(lb, "severity")) ?: "",
+           json_string_value(json_object_get(lb, "service")) ?: "",
+           json_string_value(json_object_get(al, "startsAt")) ?: "?", summary ? "  " : "", summary ? summary : "");
+}
+
+int cmd_alerts(int argc, char **argv)
+{
+    struct flags f = { 0 };
+    bool all = false;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--all")) {
+            all = true;
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+            argc--;
+            i--;
+        }
+    if (parse_flags("alerts", argc, argv, &f) < 0)
+        return 2;
+    char state[PATH_MAX];
+    struct cli_control c;
+    if (need_control("alerts", &f, state, sizeof state, &c) < 0)
+        return 1;
+    json_t *j = cli_admin(&c, "GET", "/v1/alerts", NULL, NULL);
+    if (!j)
+        return 1;
+    if (f.output && !strcmp(f.output, "json"))
+        return print_json(j);
+    size_t i, k;
+    json_t *al, *n;
+    if (!all) {
+        if (!json_array_size(json_object_get(j, "firing")))
+            printf("no alert firing\n");
+        json_array_foreach(json_object_get(j, "firing"), i, al) print_alert(al);
+    } else {
+        json_array_foreach(json_object_get(j, "notifications"), i, n)
+        {
+            time_t t = (time_t)json_integer_value(json_object_get(n, "received_at"));
+            struct tm tm;
+            char ts[32];
+            gmtime_r(&t, &tm);
+            strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            printf("notification %s (%s)\n", ts, json_string_value(json_object_get(n, "status")) ?: "?");
+            json_array_foreach(json_object_get(n, "alerts"), k, al)
+            {
+                printf("  ");
+                print_alert(al);
+            }
+        }
+    }
+    json_decref(j);
+    return 0;
+}

@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "control/admin.h"
+#include "control/alerts.h"
 #include "control/ca.h"
 #include "control/controller.h"
 #include "control/datalayer.h"
@@ -50,6 +52,8 @@ struct control {
     struct ca *ca;
     struct xds *xds;
     struct controller *ctl;
+    struct alerts *alerts;
+    struct admin_auth auth;
     char admin_url[128];
     char ca_file[PATH_MAX];
 };
@@ -297,6 +301,8 @@ static bool authorized(struct service_req *r, struct control *c)
     service_reply_error(r, 401, "unauthorized", "the admin API needs Authorization: Bearer <STATE/admin.token>");
     return false;
 }
+
+static bool auth_check(struct service_req *r, void *arg) { return authorized(r, arg); }
 
 static json_t *endpoints_json(struct control *c)
 {
@@ -659,6 +665,7 @@ int main(int argc, char **argv)
     setenv("WORKERS", "1", 1);
     unsetenv("PORT");
     setenv("LISTEN_ADDR", c.o.admin, 1);
+    c.auth = (struct admin_auth){ .check = auth_check, .arg = &c };
     struct service_config sc = { .name = "strata-control", .listen = c.o.admin, .workers = 1,
                                  .shutdown_timeout_ms = 5000 };
     c.svc = service_new(&sc);
@@ -671,7 +678,8 @@ int main(int argc, char **argv)
         service_route(c.svc, "POST", "/v1/workloads/{name}/scale", h_scale, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/workloads/{name}/rollout/{action}", h_rollout, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/drain/{name}", h_drain, &c) < 0 ||
-        service_add_check(c.svc, "workloads", ctl_ready, &c) < 0) {
+        service_add_check(c.svc, "workloads", ctl_ready, &c) < 0 || !(c.alerts = alerts_new(0)) ||
+        alerts_register(c.alerts, c.svc, &c.auth) < 0) {
         fprintf(stderr, "strata-control: cannot set up the admin API\n");
         datalayer_stop(c.dl);
         return 1;
@@ -716,6 +724,7 @@ int main(int argc, char **argv)
     controller_free(c.ctl); /* NULL after the worker stopped */
     service_free(c.svc);
     xds_free(c.xds);
+    alerts_free(c.alerts);
     ca_free(c.ca);
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/control.json", c.state);
