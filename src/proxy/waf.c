@@ -3,6 +3,7 @@
 #include "proxy/waf.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -25,6 +26,50 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "proxy/proxy_config.h"
+
+/* libmodsecurity (and the C++ runtime, libxml2, libcurl, Lua, PCRE … it
+ * pulls in: about 10 MB resident) is loaded on first use, by the first
+ * config that enables the WAF: a sidecar without it never maps it. */
+#define MSC_FUNCS(X) X(msc_add_n_request_header) X(msc_append_request_body) X(msc_cleanup) X(msc_create_rules_set) X(msc_init) X(msc_intervention) X(msc_new_transaction_with_id) X(msc_process_connection) X(msc_process_request_body) X(msc_process_request_headers) X(msc_process_uri) X(msc_rules_add) X(msc_rules_add_file) X(msc_rules_cleanup) X(msc_set_connector_info) X(msc_set_log_cb) X(msc_transaction_cleanup)
+#define MSC_DECL(f) static __typeof__(f) *p_##f;
+MSC_FUNCS(MSC_DECL)
+static pthread_once_t msc_once = PTHREAD_ONCE_INIT;
+static char msc_load_error[256];
+static bool msc_loaded;
+
+static void msc_load(void)
+{
+    void *h = dlopen("libmodsecurity.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(msc_load_error, sizeof msc_load_error, "cannot load libmodsecurity.so.3: %s", dlerror());
+        return;
+    }
+#define MSC_SYM(f)                                                                                                    \
+    if (!(p_##f = (__typeof__(f) *)dlsym(h, #f))) {                                                                   \
+        snprintf(msc_load_error, sizeof msc_load_error, "libmodsecurity.so.3 has no %s", #f);                        \
+        return;                                                                                                       \
+    }
+    MSC_FUNCS(MSC_SYM)
+#undef MSC_SYM
+    msc_loaded = true; /* h stays open for the life of the process */
+}
+#define msc_add_n_request_header (*p_msc_add_n_request_header)
+#define msc_append_request_body (*p_msc_append_request_body)
+#define msc_cleanup (*p_msc_cleanup)
+#define msc_create_rules_set (*p_msc_create_rules_set)
+#define msc_init (*p_msc_init)
+#define msc_intervention (*p_msc_intervention)
+#define msc_new_transaction_with_id (*p_msc_new_transaction_with_id)
+#define msc_process_connection (*p_msc_process_connection)
+#define msc_process_request_body (*p_msc_process_request_body)
+#define msc_process_request_headers (*p_msc_process_request_headers)
+#define msc_process_uri (*p_msc_process_uri)
+#define msc_rules_add (*p_msc_rules_add)
+#define msc_rules_add_file (*p_msc_rules_add_file)
+#define msc_rules_cleanup (*p_msc_rules_cleanup)
+#define msc_set_connector_info (*p_msc_set_connector_info)
+#define msc_set_log_cb (*p_msc_set_log_cb)
+#define msc_transaction_cleanup (*p_msc_transaction_cleanup)
 
 #define WAF_MAX_THREADS 64
 #define WAF_DEFAULT_CRS_SETUP "/etc/modsecurity/crs/crs-setup.conf"
@@ -513,6 +558,11 @@ struct waf *waf_new(const struct proxy_waf_global *g, char *err, size_t errsz)
     int threads = g && g->threads > 0 ? g->threads : 1;
     if (threads > WAF_MAX_THREADS) {
         fail(err, errsz, -EINVAL, "threads must be 1..%d", WAF_MAX_THREADS);
+        return NULL;
+    }
+    pthread_once(&msc_once, msc_load);
+    if (!msc_loaded) {
+        fail(err, errsz, -ENOSYS, "%s", msc_load_error);
         return NULL;
     }
     struct waf *w = calloc(1, sizeof *w);
