@@ -45,6 +45,7 @@ struct pod {
     struct loop_timer term_timer;
     struct rt_replica *rr;
     bool ready, terminating, stopping, has_proxy;
+    uint64_t ready_since_ms; /* loop time it last turned ready */
     time_t started;
     int restarts_at_stop;   /* the runtime frees its replica when stopped */
     double cpu_last;        /* HPA samples */
@@ -67,6 +68,7 @@ struct dep {
     int desired;
     int restarts_gone;                   /* restarts of pods that are gone */
     int restarts_exported;               /* what strata_workload_restarts_total has counted */
+    bool scale_down_blocked;             /* ScaleDownBlocked said once, until it clears */
     bool deleted;
     struct hpa_rec recs[128];
     size_t nrecs;
@@ -462,6 +464,7 @@ static void on_ready(struct rt_replica *r, bool ready, void *arg)
     if (p->ready == ready)
         return;
     p->ready = ready;
+    p->ready_since_ms = loop_now_ms(p->c->loop);
     event(p->c, p->id, ready ? "Ready" : "NotReady", "replica %s", ready ? "ready" : "not ready");
     changed(p->c);
     schedule_reconcile(p->c);
@@ -632,8 +635,10 @@ static int pod_run(struct controller *c, struct pod *p)
         spec.startup.set = false;
     } else {
         spec.app = (struct rt_container_spec){ .name = "app", .argv = (char *const *)argv_app, .envp = app.v };
-        if (p->has_proxy)
+        if (p->has_proxy) {
             spec.sidecar = (struct rt_container_spec){ .name = "proxy", .argv = proxy_argv, .envp = side.v };
+            spec.sidecar_port = p->outbound_port;
+        }
     }
     struct rt_replica_events ev = { .on_ready = on_ready, .on_restart = on_restart, .arg = p };
     p->rr = rt_replica_start(c->rt, &spec, &ev);
@@ -846,6 +851,7 @@ static void reconcile_dep(struct controller *c, struct dep *dp)
             pod_terminate(p, "rolling update: replaced by the new revision");
         }
     /* 3. too many of the new revision (scale down): unready first, PDBs honoured */
+    bool blocked = false;
     for (int pass = 0; pass < 2 && new_n > desired; pass++)
         for_each_pod(dp, p)
         {
@@ -854,12 +860,15 @@ static void reconcile_dep(struct controller *c, struct dep *dp)
             if (p->terminating || strcmp(p->hash, dp->hash) || p->ready != (pass == 1))
                 continue;
             if (!pdb_allows(c, p, why, sizeof why)) {
-                event(c, dp->d->name, "ScaleDownBlocked", "%s", why);
+                if (!dp->scale_down_blocked)
+                    event(c, dp->d->name, "ScaleDownBlocked", "%s", why);
+                blocked = true;
                 continue;
             }
             pod_terminate(p, "scaled down");
             new_n--;
         }
+    dp->scale_down_blocked = blocked;
 }
 
 static void reconcile(struct controller *c)
@@ -1145,6 +1154,22 @@ int controller_scale(struct controller *c, const char *deployment, int replicas,
                  h->min_replicas, h->max_replicas);
         return -EINVAL;
     }
+    /* A budget that the new count could never satisfy would block the
+     * scale-down forever: refuse it now. */
+    for (size_t i = 0; replicas < dp->desired && i < c->m->npdbs; i++) {
+        const struct model_pdb *b = &c->m->pdbs[i];
+        if (!b->min_available.set || !model_labels_match(&b->selector, &dp->d->pod_labels))
+            continue;
+        int expected = 0;
+        for_each_dep(c, other) if (!other->deleted && model_labels_match(&b->selector, &other->d->pod_labels))
+            expected += other == dp ? replicas : other->desired;
+        int min = intstr_resolve(&b->min_available, expected, true, 0);
+        if (min > expected) {
+            snprintf(err, errsz, "PodDisruptionBudget %s needs minAvailable %d: %s at %d replicas leaves %d", b->name,
+                     min, deployment, replicas, expected);
+            return -EBUSY;
+        }
+    }
     event(c, deployment, "Scaled", "%d → %d replicas (strata scale)", dp->desired, replicas);
     dp->desired = replicas;
     schedule_reconcile(c);
@@ -1223,6 +1248,18 @@ int controller_drain(struct controller *c, const char *name, int *evicted, int *
     return *blocked ? -EBUSY : 0;
 }
 
+/* Ready for `strata up`: a replica without a readiness probe is ready as
+ * soon as its app starts, so it must also have stayed up a second (a
+ * crash-looping one flips ready between two polls otherwise). */
+static bool settled_ready(const struct controller *c, const struct pod *p)
+{
+    if (!p->ready || p->terminating)
+        return false;
+    if (p->spec->is_gateway || p->spec->containers[0].readiness.set)
+        return true;
+    return loop_now_ms(c->loop) - p->ready_since_ms >= 1000;
+}
+
 bool controller_ready(const struct controller *c)
 {
     for_each_dep(c, dp)
@@ -1230,7 +1267,7 @@ bool controller_ready(const struct controller *c)
         if (dp->deleted)
             continue;
         int ready = 0;
-        for_each_pod(dp, p) ready += p->ready && !p->terminating && !strcmp(p->hash, dp->hash);
+        for_each_pod(dp, p) ready += settled_ready(c, p) && !strcmp(p->hash, dp->hash);
         if (ready < dp->desired)
             return false;
     }

@@ -607,9 +607,6 @@ int main(int argc, char **argv)
         default_images(&c, images, sizeof images, argv[0]);
         c.o.images = images;
     }
-    if (prepare_state(&c) < 0)
-        return 1;
-
     struct model *m = NULL;
     struct model_diag diag = { 0 };
     int rc = model_load_dir(c.o.manifests, &m, &diag);
@@ -627,6 +624,11 @@ int main(int argc, char **argv)
 
     if (image_check_model(m, c.o.images, "strata/proxy:dev", report_error, NULL)) {
         fprintf(stderr, "strata-control: nothing applied\n");
+        model_free(m);
+        return 1;
+    }
+    /* Valid: only now does anything change on disk. */
+    if (prepare_state(&c) < 0) {
         model_free(m);
         return 1;
     }

@@ -372,10 +372,7 @@ static int classify_report(struct mctx *c, const struct cfg_node *root)
     int k = find_kind(kind);
     if (k < 0) {
         model_err(c, cfg_map_get(root, "kind"),
-                  "unknown kind \"%.60s\" (strata knows Deployment, Service, ConfigMap, Secret, Ingress, "
-                  "VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, "
-                  "RequestAuthentication, PodDisruptionBudget, HorizontalPodAutoscaler, Database, "
-                  "GeneratedSecret, RateLimitPolicy, WafPolicy)",
+                  "unknown kind \"%.60s\" (the kinds strata reads: docs/manifests.md)",
                   kind);
         return -1;
     }

@@ -16,6 +16,9 @@
  * is left in its process group is killed (a container's processes end with
  * it), and waitid(P_PIDFD) reaps it. */
 #include <errno.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -278,13 +281,36 @@ static void proc_reaped(struct rt_proc *c, int status)
     schedule_restart(c, status);
 }
 
+/* Does 127.0.0.1:port accept a connection? (loopback: answered at once) */
+static bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
 static void on_restart_timer(struct loop_timer *t)
 {
     struct rt_proc *c = t->data;
     struct rt_replica *r = c->r;
-    c->is_waiting = false;
-    if (r->is_stopping)
+    if (r->is_stopping) {
+        c->is_waiting = false;
         return;
+    }
+    /* The app's first start waits for its sidecar's listener. */
+    if (c == &r->app && r->sidecar_port > 0) {
+        if (!port_open(r->sidecar_port) && loop_now_ms(r->rt->loop) < r->gate_deadline_ms) {
+            loop_timer_start(&c->restart_timer, 10);
+            return;
+        }
+        r->sidecar_port = 0;
+    }
+    c->is_waiting = false;
     if (proc_spawn(c) < 0) {
         schedule_restart(c, 127); /* execve failed: as a shell reports it */
         return;
@@ -660,13 +686,21 @@ struct rt_replica *rt_replica_start(struct rt *rt, const struct rt_replica_spec 
         log_error("runtime: the app and the sidecar need different names", LOG_STR("replica", r->id));
         goto fail;
     }
-    /* The sidecar first: the app's first outbound call must find its proxy. */
+    /* The sidecar first: the app's first outbound call must find its proxy
+     * (with sidecar_port, the app waits until the proxy listens). */
     if (proc_is_present(&r->sidecar) && proc_spawn(&r->sidecar) < 0)
         goto fail;
-    if (proc_spawn(&r->app) < 0)
-        goto fail;
+    if (proc_is_present(&r->sidecar) && spec->sidecar_port > 0) {
+        r->sidecar_port = spec->sidecar_port;
+        r->gate_deadline_ms = loop_now_ms(rt->loop) + RT_SIDECAR_WAIT_MS;
+        r->app.is_waiting = true;
+        loop_timer_start(&r->app.restart_timer, 5);
+    } else {
+        if (proc_spawn(&r->app) < 0)
+            goto fail;
+        app_started(r, false);
+    }
     free(logdir);
-    app_started(r, false);
     /* The first readiness verdict is reported after this returns, never
      * inside it: the caller has not stored r yet. */
     loop_defer(rt->loop, &r->ready_defer, ready_deferred, r);

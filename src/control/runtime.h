@@ -38,6 +38,8 @@
 struct rt;
 struct rt_replica;
 
+#define RT_SIDECAR_WAIT_MS 5000
+
 struct rt_config {
     const char *log_dir;           /* STATE/logs */
     uint64_t log_max_bytes;        /* 0 → 10 MiB */
@@ -61,6 +63,9 @@ struct rt_replica_spec {
     const char *workdir;            /* created if missing; the processes' cwd */
     struct rt_container_spec app;
     struct rt_container_spec sidecar; /* argv NULL: no sidecar */
+    int sidecar_port;               /* > 0: the app starts once 127.0.0.1:sidecar_port accepts connections
+                                       (the sidecar's outbound listener: the app's first call finds it),
+                                       or after RT_SIDECAR_WAIT_MS anyway */
     const char *probe_host;         /* "127.0.0.1" */
     int probe_port;                 /* the app's real port (manifest ports are remapped) */
     struct model_probe startup, readiness, liveness; /* .set false: none. No readiness probe: ready once started */

@@ -72,6 +72,8 @@ struct rt_probe {
 };
 
 struct rt_replica {
+    int sidecar_port;           /* gate of the app's first start, 0: none */
+    uint64_t gate_deadline_ms;
     struct rt *rt;
     struct rt_replica *prev, *next;
     char *id, *workdir, *probe_host;

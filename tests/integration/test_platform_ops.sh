@@ -233,6 +233,11 @@ status
 [ "$(all_pods solo)" = "$SOLO" ] && [ "$(ready_pods solo)" = "$SOLO" ] || fail "solo changed: $(wl solo '.pods')"
 [ "$(wl solo '.pods[0].pid')" = "$SOLO_PID" ] && alive "$SOLO_PID" || fail "solo's process changed"
 ok "drain solo (1 replica, minAvailable 1): exit 1, '$(sed 's/^strata drain: //' "$S/err")'; nothing evicted"
+rc=0
+strata scale solo --replicas 0 >"$S/out" 2>"$S/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'solo-pdb' "$S/err" || fail "scale solo to 0: exit $rc, expected a refusal naming solo-pdb: $(cat "$S/out" "$S/err")"
+[ "$(wl solo '.replicas')" = 1 ] && [ "$(ready_pods solo)" = "$SOLO" ] || fail "solo changed after a refused scale"
+ok "scale solo to 0 refused: it would break solo-pdb forever"
 
 mapfile -t PAIR < <(ready_pods pair)
 ((${#PAIR[@]} == 2)) || fail "pair: ${#PAIR[@]} ready replicas"
