@@ -187,8 +187,20 @@ static void print_endpoints(json_t *st)
     printf("strata is up.\n");
     if ((v = json_string_value(json_object_get(e, "gateway_https"))))
         printf("  gateway      %s  (and %s)\n", v, json_string_value(json_object_get(e, "gateway_http")));
-    if ((v = json_string_value(json_object_get(e, "console"))))
-        printf("  console/API  %s  (token: %s/admin.token)\n", v, json_string_value(json_object_get(e, "state_dir")));
+    if ((v = json_string_value(json_object_get(e, "console")))) {
+        /* The console takes the admin token from the URL's fragment (never sent to the server). */
+        char path[PATH_MAX + 32], token[128] = "";
+        snprintf(path, sizeof path, "%s/admin.token", json_string_value(json_object_get(e, "state_dir")));
+        FILE *tf = fopen(path, "re");
+        if (tf) {
+            if (!fgets(token, sizeof token, tf))
+                token[0] = '\0';
+            fclose(tf);
+            token[strcspn(token, "\r\n")] = '\0';
+        }
+        printf("  console      %s/#token=%s\n", v, token);
+        printf("  admin API    %s  (Authorization: Bearer $(cat %s))\n", v, path);
+    }
     if ((v = json_string_value(json_object_get(e, "prometheus"))))
         printf("  prometheus   %s\n", v);
     if ((v = json_string_value(json_object_get(e, "alertmanager"))))

@@ -27,6 +27,7 @@
 #include "control/admin.h"
 #include "control/alerts.h"
 #include "control/ca.h"
+#include "control/console.h"
 #include "control/controller.h"
 #include "control/datalayer.h"
 #include "control/images.h"
@@ -681,7 +682,8 @@ int main(int argc, char **argv)
         service_route(c.svc, "POST", "/v1/workloads/{name}/rollout/{action}", h_rollout, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/drain/{name}", h_drain, &c) < 0 ||
         service_add_check(c.svc, "workloads", ctl_ready, &c) < 0 || !(c.alerts = alerts_new(0)) ||
-        alerts_register(c.alerts, c.svc, &c.auth) < 0) {
+        alerts_register(c.alerts, c.svc, &c.auth) < 0 ||
+        console_register(c.svc, &c.auth, datalayer_prometheus_url(c.dl)) < 0) {
         fprintf(stderr, "strata-control: cannot set up the admin API\n");
         datalayer_stop(c.dl);
         return 1;

@@ -25,7 +25,7 @@ ours() {
   local p
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$STATE" ||
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$STATE" ||
        [[ $(readlink "$p/cwd" 2>/dev/null) == "$STATE"* ]]; then
       echo "${p#/proc/}"
     fi
