@@ -31,6 +31,8 @@
 #include "control/controller.h"
 #include "control/datalayer.h"
 #include "control/images.h"
+#include "control/logsearch.h"
+#include "control/logship.h"
 #include "control/model.h"
 #include "control/secrets.h"
 #include "control/xds.h"
@@ -55,6 +57,8 @@ struct control {
     struct controller *ctl;
     struct alerts *alerts;
     struct admin_auth auth;
+    const char *loki_url; /* LOKI_URL, checked at start; NULL: no shipping */
+    struct logship *logship;
     char admin_url[128];
     char ca_file[PATH_MAX];
 };
@@ -534,6 +538,15 @@ static void worker_start(struct loop *l, int worker, void *arg)
     if (!worker_client || controller_start(c->ctl, l, worker_client) < 0) {
         log_error("cannot start the controller");
         service_shutdown(c->svc);
+        return;
+    }
+    if (c->loki_url) {
+        char logs[PATH_MAX + 8], pos[PATH_MAX + 16];
+        snprintf(logs, sizeof logs, "%s/logs", c->state);
+        snprintf(pos, sizeof pos, "%s/logship.json", c->state);
+        struct logship_config lc = { .state_file = pos };
+        if (!(c->logship = logship_start(l, worker_client, logs, c->loki_url, &lc)))
+            log_error("cannot start the Loki shipper");
     }
 }
 
@@ -545,6 +558,8 @@ static void worker_stop(struct loop *l, int worker, void *arg)
         return;
     controller_free(c->ctl);
     c->ctl = NULL;
+    logship_stop(c->logship);
+    c->logship = NULL;
     http1_client_free(worker_client);
     worker_client = NULL;
 }
@@ -669,6 +684,17 @@ int main(int argc, char **argv)
     unsetenv("PORT");
     setenv("LISTEN_ADDR", c.o.admin, 1);
     c.auth = (struct admin_auth){ .check = auth_check, .arg = &c };
+    const char *loki = getenv("LOKI_URL");
+    if (loki && *loki) {
+        if (logship_check_url(loki, err, sizeof err) < 0) {
+            fprintf(stderr, "strata-control: %s\n", err);
+            datalayer_stop(c.dl);
+            return 1;
+        }
+        c.loki_url = loki;
+    }
+    char logs_dir[PATH_MAX + 8];
+    snprintf(logs_dir, sizeof logs_dir, "%s/logs", c.state);
     struct service_config sc = { .name = "strata-control", .listen = c.o.admin, .workers = 1,
                                  .shutdown_timeout_ms = 5000 };
     c.svc = service_new(&sc);
@@ -682,7 +708,7 @@ int main(int argc, char **argv)
         service_route(c.svc, "POST", "/v1/workloads/{name}/rollout/{action}", h_rollout, &c) < 0 ||
         service_route(c.svc, "POST", "/v1/drain/{name}", h_drain, &c) < 0 ||
         service_add_check(c.svc, "workloads", ctl_ready, &c) < 0 || !(c.alerts = alerts_new(0)) ||
-        alerts_register(c.alerts, c.svc, &c.auth) < 0 ||
+        alerts_register(c.alerts, c.svc, &c.auth) < 0 || logsearch_register(c.svc, logs_dir, &c.auth) < 0 ||
         console_register(c.svc, &c.auth, datalayer_prometheus_url(c.dl)) < 0) {
         fprintf(stderr, "strata-control: cannot set up the admin API\n");
         datalayer_stop(c.dl);

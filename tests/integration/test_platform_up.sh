@@ -128,7 +128,12 @@ grep -q '"level"' "$S/logs" || fail "no JSON log lines for order-svc-v1"
 strata logs order-svc-v1 --level error >/dev/null || fail "strata logs --level"
 strata events >"$S/events" || fail "strata events"
 grep -q Ready "$S/events" || fail "no Ready events"
-ok "strata logs and events"
+TOKEN_ADMIN=$(cat "$STATE/admin.token")
+curl -sf --max-time 10 -H "Authorization: Bearer $TOKEN_ADMIN" \
+  "http://127.0.0.1:$ADMIN/v1/logs?workload=order-svc-v1&container=app&limit=5" >"$S/logs.json" || fail "GET /v1/logs"
+[ "$(jq '.lines | length' "$S/logs.json")" -ge 1 ] && jq -e '.lines[0].replica | startswith("order-svc-v1-")' "$S/logs.json" >/dev/null \
+  || fail "GET /v1/logs: $(head -c 300 "$S/logs.json")"
+ok "strata logs and events; the admin API's log search"
 
 # down: graceful, nothing left behind.
 mapfile -t PIDS < <(ours)
