@@ -23,6 +23,7 @@
 #include "core/metrics.h"
 
 #define MAX_EVENTS 256
+#define HPA_WINDOW_MS 5000
 
 struct dep;
 
@@ -48,8 +49,11 @@ struct pod {
     uint64_t ready_since_ms; /* loop time it last turned ready */
     time_t started;
     int restarts_at_stop;   /* the runtime frees its replica when stopped */
-    double cpu_last;        /* HPA samples */
-    uint64_t cpu_last_ms;
+    struct {                /* HPA: CPU seconds samples, a ring */
+        double cpu;
+        uint64_t at_ms;
+    } cpu[16];
+    unsigned ncpu;
 };
 
 struct hpa_rec {
@@ -960,13 +964,24 @@ static void hpa_step(struct controller *c, const struct model_hpa *h, struct dep
         if (!p->rr || p->terminating)
             continue;
         double cpu = rt_replica_cpu_seconds(p->rr);
-        if (p->ready && p->cpu_last_ms && now > p->cpu_last_ms && req > 0) {
-            double used = (cpu - p->cpu_last) / ((double)(now - p->cpu_last_ms) / 1000.0);
+        /* Usage over at least HPA_WINDOW_MS (as metrics-server's window):
+         * CPU time comes in 10 ms ticks, one sample interval alone is noise. */
+        unsigned cap = sizeof p->cpu / sizeof *p->cpu, have = p->ncpu < cap ? p->ncpu : cap;
+        int from = -1;
+        for (unsigned k = 1; k <= have; k++) {
+            unsigned idx = (p->ncpu - k) % cap;
+            from = (int)idx;
+            if (now - p->cpu[idx].at_ms >= HPA_WINDOW_MS)
+                break;
+        }
+        if (p->ready && from >= 0 && now > p->cpu[from].at_ms && req > 0) {
+            double used = (cpu - p->cpu[from].cpu) / ((double)(now - p->cpu[from].at_ms) / 1000.0);
             sum += used * 100.0 / ((double)req / 1000.0);
             n++;
         }
-        p->cpu_last = cpu;
-        p->cpu_last_ms = now;
+        p->cpu[p->ncpu % cap].cpu = cpu;
+        p->cpu[p->ncpu % cap].at_ms = now;
+        p->ncpu++;
     }
     if (!n || h->cpu_utilization <= 0)
         return;

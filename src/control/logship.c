@@ -56,7 +56,6 @@ struct stream {
     struct held files[MAX_HELD];
     size_t nfiles;
     size_t pending; /* lines in the FIFO */
-    int64_t last_ns[NUM_LEVELS];
     bool has_position; /* resume from pos_ino/pos_off (state file) at first sight */
     ino_t pos_ino;
     uint64_t pos_off;
@@ -467,9 +466,10 @@ static int enqueue(struct logship *s, struct stream *st, struct held *h, const c
     struct entry *e = malloc(sizeof *e + n);
     if (!e)
         return -ENOMEM;
-    if (ns < st->last_ns[level])
-        ns = st->last_ns[level];
-    st->last_ns[level] = ns;
+    /* The line's own time, unchanged: Loki takes entries out of order
+     * (within an hour) and drops an exact duplicate (same stream, time and
+     * line), so a batch resent after a restart is harmless only if its
+     * timestamps are the ones first sent. */
     *e = (struct entry){ .st = st, .ns = ns, .ino = h->ino, .off = h->off, .level = (uint8_t)level, .n = n };
     memcpy(e->line, p, n);
     if (s->tail)

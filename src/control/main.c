@@ -34,7 +34,9 @@
 #include "control/logsearch.h"
 #include "control/logship.h"
 #include "control/model.h"
+#include "control/observability.h"
 #include "control/secrets.h"
+#include "control/traces.h"
 #include "control/xds.h"
 #include "core/log.h"
 #include "core/service.h"
@@ -56,6 +58,7 @@ struct control {
     struct xds *xds;
     struct controller *ctl;
     struct alerts *alerts;
+    struct traces *traces;
     struct admin_auth auth;
     const char *loki_url; /* LOKI_URL, checked at start; NULL: no shipping */
     struct logship *logship;
@@ -654,6 +657,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "strata-control: cannot write the monitoring configs in %s\n", c.state);
         return 1;
     }
+    /* Rules and the Alertmanager config from deploy/observability/. */
+    char rules_dir[PATH_MAX + 48], token_file[PATH_MAX + 16];
+    snprintf(rules_dir, sizeof rules_dir, "%s/prometheus/rules", c.state);
+    snprintf(token_file, sizeof token_file, "%s/admin.token", c.state);
+    if (observability_install(c.o.manifests, rules_dir, am, c.o.admin, token_file, err, sizeof err) < 0) {
+        fprintf(stderr, "strata-control: %s\n", err);
+        model_free(m);
+        return 1;
+    }
     struct datalayer_config dc = { .state_dir = c.state,
                                    .prometheus_port = c.o.prometheus_port,
                                    .prometheus_config = prom,
@@ -696,7 +708,7 @@ int main(int argc, char **argv)
     char logs_dir[PATH_MAX + 8];
     snprintf(logs_dir, sizeof logs_dir, "%s/logs", c.state);
     struct service_config sc = { .name = "strata-control", .listen = c.o.admin, .workers = 1,
-                                 .shutdown_timeout_ms = 5000 };
+                                 .shutdown_timeout_ms = 5000, .max_body = TRACES_MAX_BODY };
     c.svc = service_new(&sc);
     if (!c.svc || !c.xds || xds_register(c.xds, c.svc) < 0 ||
         service_route(c.svc, "GET", "/v1/status", h_status, &c) < 0 ||
@@ -709,6 +721,7 @@ int main(int argc, char **argv)
         service_route(c.svc, "POST", "/v1/drain/{name}", h_drain, &c) < 0 ||
         service_add_check(c.svc, "workloads", ctl_ready, &c) < 0 || !(c.alerts = alerts_new(0)) ||
         alerts_register(c.alerts, c.svc, &c.auth) < 0 || logsearch_register(c.svc, logs_dir, &c.auth) < 0 ||
+        !(c.traces = traces_new(0, 0)) || traces_register(c.traces, c.svc, &c.auth) < 0 ||
         console_register(c.svc, &c.auth, datalayer_prometheus_url(c.dl)) < 0) {
         fprintf(stderr, "strata-control: cannot set up the admin API\n");
         datalayer_stop(c.dl);
@@ -736,6 +749,7 @@ int main(int argc, char **argv)
         .redis_addr = *redis_addr ? redis_addr : NULL,
         .backoff_base_ms = (uint32_t)c.o.backoff_base_ms,
         .hpa_interval_ms = (uint32_t)c.o.hpa_interval_ms,
+        .otlp_endpoint = c.admin_url, /* the control plane keeps recent traces (GET /v1/traces) */
         .ca = c.ca,
         .xds = c.xds,
     };
@@ -755,6 +769,7 @@ int main(int argc, char **argv)
     service_free(c.svc);
     xds_free(c.xds);
     alerts_free(c.alerts);
+    traces_free(c.traces);
     ca_free(c.ca);
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/control.json", c.state);

@@ -877,9 +877,14 @@ static void conn_read(struct http1_conn *c)
         }
         conn_process_input(c);
         /* A short read drained a TCP socket: skip the read that would say
-         * EAGAIN. Not for TLS, which may hold decrypted records. */
-        if ((size_t)n < room && c->sock.ops == &sock_plain_ops)
+         * EAGAIN. Not for TLS, which may hold decrypted records. A
+         * connection accepted just now is not watched yet: the rest of a
+         * request split across segments must wake us. */
+        if ((size_t)n < room && c->sock.ops == &sock_plain_ops) {
+            if ((c->state == CS_IDLE || c->state == CS_HEAD || c->state == CS_BODY) && !(c->io.want & LOOP_READ))
+                loop_io_set(&c->io, LOOP_READ);
             return;
+        }
     }
     /* The cap was hit: TLS may hold decrypted bytes that epoll cannot see,
      * so come back after the other connections had their turn. */

@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 
 enum {
     PG_DEFAULT_SIZE = 4,
@@ -104,6 +105,9 @@ struct pg_req {
     const char *sql;
     int nparams;
     const char **params; /* points into the same allocation */
+    struct trace_ctx parent; /* the caller's span, when it had one */
+    bool has_parent;
+    struct trace_span *span; /* the client span, from the call to the result */
 };
 
 struct req_list {
@@ -135,6 +139,8 @@ struct pg_tx {
     struct req_list queue;
     bool is_ended;             /* commit or rollback called */
     bool is_listed;
+    struct trace_ctx parent;   /* BEGIN's parent: every statement's */
+    bool has_parent;
 };
 
 struct pg_pool {
@@ -152,6 +158,7 @@ struct pg_pool {
     unsigned nup;
     bool is_down;
     char last_error[256];
+    struct trace_tracer *tracer; /* NULL: no spans (no OTLP endpoint) */
 };
 
 static void conn_io_cb(struct loop_io *io, unsigned events);
@@ -194,6 +201,124 @@ static struct pg_req *list_pop(struct req_list *l)
         list_remove(l, r);
     return r;
 }
+
+/* ---- spans ------------------------------------------------------------------
+ *
+ * One client span per statement (BEGIN and COMMIT included), child of the
+ * span of the code that queued it: the thread's current span (a service's
+ * request span while its handler runs), or, inside a pool callback, the
+ * parent of the statement whose result is being delivered (the current
+ * span there may belong to another request). Statements of a transaction
+ * share BEGIN's parent. Without a parent no span is made: background work
+ * (an outbox poller) starts no traces of its own. */
+
+static _Thread_local struct trace_ctx t_cb_parent;
+static _Thread_local bool t_has_cb_parent;
+
+static void req_set_parent(struct pg_req *r, const struct pg_tx *tx)
+{
+    if (tx) {
+        r->parent = tx->parent;
+        r->has_parent = tx->has_parent;
+    } else if (t_has_cb_parent) {
+        r->parent = t_cb_parent;
+        r->has_parent = true;
+    } else if (trace_current_span()) {
+        r->parent = *trace_span_ctx(trace_current_span());
+        r->has_parent = true;
+    }
+}
+
+/* The statement's first keyword, upper-cased ("SELECT", "WITH", "BEGIN"). */
+static void sql_operation(const char *sql, char *out, size_t n)
+{
+    size_t i = 0;
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
+        sql++;
+    while (i + 1 < n && ((*sql >= 'a' && *sql <= 'z') || (*sql >= 'A' && *sql <= 'Z'))) {
+        out[i++] = (char)(*sql >= 'a' ? *sql - 32 : *sql);
+        sql++;
+    }
+    out[i] = '\0';
+}
+
+/* sql with every literal value replaced by '?': quoted strings and numbers
+ * (not $n placeholders, not digits inside names). Values travel as
+ * parameters anyway; this keeps a constant in the text out of traces too.
+ * At most n-1 bytes (the span cuts at TRACE_MAX_VALUE). */
+static size_t sql_sanitize(const char *sql, char *out, size_t n)
+{
+    size_t o = 0;
+    char prev = ' ';
+    for (const char *p = sql; *p && o + 1 < n;) {
+        bool is_word = (prev >= 'a' && prev <= 'z') || (prev >= 'A' && prev <= 'Z') ||
+                       (prev >= '0' && prev <= '9') || prev == '_' || prev == '$';
+        if (*p == '\'') {
+            p++;
+            while (*p && !(*p == '\'' && p[1] != '\'')) /* '' is a quote inside */
+                p += *p == '\'' ? 2 : 1;
+            if (*p)
+                p++;
+            out[o++] = '?';
+            prev = '?';
+        } else if (*p >= '0' && *p <= '9' && !is_word) {
+            while ((*p >= '0' && *p <= '9') || *p == '.')
+                p++;
+            out[o++] = '?';
+            prev = '?';
+        } else {
+            prev = *p;
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+static void req_span_start(struct pg_req *r)
+{
+    struct pg_pool *p = r->pool;
+    if (!p->tracer || !r->has_parent)
+        return;
+    char op[24], stmt[TRACE_MAX_VALUE + 1];
+    sql_operation(r->sql, op, sizeof op);
+    r->span = trace_span_start(p->tracer, op[0] ? op : "postgresql", TRACE_SPAN_CLIENT, &r->parent);
+    if (!trace_span_is_recording(r->span))
+        return;
+    size_t n = sql_sanitize(r->sql, stmt, sizeof stmt);
+    trace_span_set_attr_str(r->span, "db.system", STR_LIT("postgresql"));
+    trace_span_set_attr_str(r->span, "db.operation.name", str_from_cstr(op));
+    trace_span_set_attr_str(r->span, "db.statement", str_make(stmt, n));
+}
+
+/* Ends r's span with the outcome: err < 0, or res (an SQL error is an
+ * error status with its SQLSTATE). Before the callback, so that the span
+ * ends inside its parent. */
+static void req_span_end(struct pg_req *r, int err, const PGresult *res)
+{
+    if (!r->span)
+        return;
+    if (err < 0) {
+        trace_span_set_status(r->span, TRACE_STATUS_ERROR, str_from_cstr(strerror(-err)));
+    } else if (res && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+        trace_span_set_attr_str(r->span, "db.response.status_code", str_from_cstr(pg_sqlstate(res)));
+        trace_span_set_status(r->span, TRACE_STATUS_ERROR, str_from_cstr(pg_sqlstate(res)));
+    } else if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        trace_span_set_attr_int(r->span, "db.response.returned_rows", PQntuples(res));
+    }
+    trace_span_end(r->span);
+    r->span = NULL;
+}
+
+/* Callbacks run with the statement's parent as the one for what they queue. */
+static void cb_parent_enter(const struct pg_req *r)
+{
+    t_has_cb_parent = r->has_parent;
+    if (r->has_parent)
+        t_cb_parent = r->parent;
+}
+
+static void cb_parent_leave(void) { t_has_cb_parent = false; }
 
 /* libpq messages span lines ("...\n\tThis probably means..."); a log field
  * or a /readyz reason reads better on one: whitespace runs become one space. */
@@ -309,6 +434,11 @@ static struct pg_req *req_new(struct pg_pool *p, enum req_kind kind, const char 
 static void req_free(struct pg_req *r)
 {
     loop_timer_stop(&r->timer);
+    if (r->span) { /* never answered: the pool closed, or a rollback dropped it */
+        trace_span_set_status(r->span, TRACE_STATUS_ERROR, STR_LIT("cancelled"));
+        trace_span_end(r->span);
+        r->span = NULL;
+    }
     if (r->kind == REQ_BEGIN)
         free(r->tx); /* not handed out */
     free(r);
@@ -328,6 +458,8 @@ static void count_error(int err)
 static void req_finish_error(struct pg_req *r, int err)
 {
     count_error(err);
+    req_span_end(r, err, NULL);
+    cb_parent_enter(r);
     switch (r->kind) {
     case REQ_QUERY:
     case REQ_TX_QUERY:
@@ -343,6 +475,7 @@ static void req_finish_error(struct pg_req *r, int err)
     case REQ_ROLLBACK:
         break;
     }
+    cb_parent_leave();
     req_free(r);
 }
 
@@ -557,6 +690,10 @@ static void conn_send(struct pg_conn *c, struct pg_req *r)
     r->conn = c;
     conn_set(c, CONN_BUSY, c->tx);
     clock_gettime(CLOCK_MONOTONIC, &r->sent);
+    if (trace_span_is_recording(r->span)) {
+        trace_span_set_attr_str(r->span, "db.namespace", str_from_cstr(PQdb(c->pg)));
+        trace_span_set_attr_str(r->span, "server.address", str_from_cstr(PQhost(c->pg)));
+    }
     if (!PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, r->params, NULL, NULL, 0)) {
         conn_break(c, -ECONNRESET, PQerrorMessage(c->pg), true);
         return;
@@ -613,6 +750,8 @@ static void conn_complete(struct pg_conn *c, PGresult *res)
     loop_timer_stop(&r->timer);
     metrics_histogram_observe(pgm.duration, seconds_since(&r->sent));
     metrics_counter_add(is_error ? pgm.sql_error : pgm.ok, 1);
+    req_span_end(r, 0, res);
+    cb_parent_enter(r);
 
     switch (r->kind) {
     case REQ_QUERY:
@@ -638,6 +777,8 @@ static void conn_complete(struct pg_conn *c, PGresult *res)
         }
         tx->conn = c;
         tx->is_listed = true;
+        tx->parent = r->parent;
+        tx->has_parent = r->has_parent;
         tx->next = p->txs;
         if (p->txs)
             p->txs->prev = tx;
@@ -677,6 +818,7 @@ static void conn_complete(struct pg_conn *c, PGresult *res)
         break;
     }
     }
+    cb_parent_leave();
     free(r);
 }
 
@@ -795,6 +937,20 @@ struct pg_pool *pg_pool_new(struct loop *l, const struct pg_pool_config *cfg)
         errno = ENOMEM;
         return NULL;
     }
+    /* Spans go to the same OTLP endpoint as the service's own, from the
+     * same environment, through a tracer of the pool's own (one per loop,
+     * as the pool). No endpoint: no tracer, no cost. */
+    struct trace_config tc;
+    trace_config_init(&tc);
+    trace_config_from_env(&tc, NULL);
+    tc.scope_name = "strata.pg";
+    if ((tc.endpoint && *tc.endpoint) || (tc.traces_endpoint && *tc.traces_endpoint)) {
+        p->tracer = trace_tracer_new(l, &tc);
+        if (p->tracer && !trace_tracer_is_enabled(p->tracer)) {
+            trace_tracer_free(p->tracer);
+            p->tracer = NULL;
+        }
+    }
     for (unsigned i = 0; i < p->size; i++) {
         struct pg_conn *c = &p->conns[i];
         c->pool = p;
@@ -840,6 +996,9 @@ void pg_pool_free(struct pg_pool *p)
         req_free(r);
     while ((r = list_pop(&p->failing)))
         req_free(r);
+    /* Spans not yet exported are lost (at most OTEL_BSP_SCHEDULE_DELAY's
+     * worth): the pool cannot wait for a flush here. */
+    trace_tracer_free(p->tracer);
     free(p->conns);
     free(p->conninfo);
     free(p);
@@ -906,6 +1065,8 @@ int pg_query(struct pg_pool *p, const char *sql, int nparams, const char *const 
         return nparams > 0 && !params ? -EINVAL : -ENOMEM;
     r->cb.result = cb;
     r->arg = arg;
+    req_set_parent(r, NULL);
+    req_span_start(r);
     return pool_submit(p, r);
 }
 
@@ -924,6 +1085,8 @@ int pg_tx_begin(struct pg_pool *p, pg_tx_cb cb, void *arg)
     r->tx->pool = p;
     r->cb.tx = cb;
     r->arg = arg;
+    req_set_parent(r, NULL);
+    req_span_start(r);
     return pool_submit(p, r);
 }
 
@@ -933,6 +1096,10 @@ static int tx_submit(struct pg_tx *tx, struct pg_req *r)
     if (loop_timer_start(&r->timer, tx->pool->query_timeout_ms) != 0)
         return -ENOMEM;
     r->tx = tx;
+    if (!r->span) {
+        req_set_parent(r, tx);
+        req_span_start(r);
+    }
     list_push(&tx->queue, r);
     tx_continue(tx->conn);
     return 0;

@@ -84,7 +84,17 @@ struct pg_pool_config {
  *   strata_pg_pool_connections{state="idle|busy|connecting"}  gauge, all pools
  *   strata_pg_queries_total{result="ok|sql_error|timeout|connection_error|rejected"}
  *   strata_pg_query_duration_seconds                          histogram
- * (a transaction's BEGIN, queries and COMMIT each count as one query). */
+ * (a transaction's BEGIN, queries and COMMIT each count as one query).
+ * Traces: when the OpenTelemetry environment names an OTLP endpoint
+ * (OTEL_EXPORTER_OTLP_ENDPOINT..., read here with trace_config_from_env),
+ * the pool exports one client span per statement through a tracer of its
+ * own on l: named by the SQL operation ("SELECT", "BEGIN"), with
+ * db.system=postgresql, db.operation.name, db.statement (literals replaced
+ * by '?'), db.namespace, server.address, and an error status on failure.
+ * Its parent is the thread's current span when pg_query/pg_tx_begin is
+ * called (inside a pool callback: the parent of the statement whose result
+ * is delivered); a transaction's statements share BEGIN's. No parent, no
+ * span. */
 struct pg_pool *pg_pool_new(struct loop *l, const struct pg_pool_config *cfg);
 
 /* Closes every connection and frees the pool, queued requests and open

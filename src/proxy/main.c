@@ -512,7 +512,9 @@ static void *worker_main(void *arg)
     struct trace_config tc;
     trace_config_init(&tc);
     trace_config_from_env(&tc, NULL);
-    tc.service_name = "strata-proxy";
+    const char *name = getenv("OTEL_SERVICE_NAME");
+    if (!name || !*name) /* the control plane names its proxies (gateway, sidecar) */
+        tc.service_name = "strata-proxy";
     w->tracer = trace_tracer_new(w->loop, &tc);
     loop_run(w->loop);
     if (w->tracer) {

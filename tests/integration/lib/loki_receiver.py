@@ -9,8 +9,12 @@ POST /loki/api/v1/push is checked against Loki's documented push API
     with a non-empty streams list, label names matching
     [a-zA-Z_][a-zA-Z0-9_]*, label values strings, values non-empty, each
     entry exactly [string of decimal unix nanoseconds, string line];
-  - timestamps never go backwards within a stream, across pushes (and
-    across restarts of this receiver: the record file is replayed).
+  - as Loki (2.4+, unordered writes): an entry may be older than the
+    newest of its stream by at most an hour (else it is refused), and an
+    entry equal to one already stored (same stream, timestamp and line) is
+    a duplicate that Loki drops: it is not recorded again (a client's
+    resend after a restart is harmless only if it sends the same timestamp).
+    The record file is replayed at start, so this holds across restarts.
 A valid push answers 204 and appends one JSON object per entry to --out:
 {"labels": {...}, "ns": "...", "line": "..."}. An invalid one answers 400
 and appends the reason to --out + ".errors" (a test asserts it is empty).
@@ -34,14 +38,17 @@ def main():
     args = ap.parse_args()
 
     last_ns = {}
+    stored = set()
     try:
         with open(args.out) as f:
             for rec in f:
                 r = json.loads(rec)
                 key = json.dumps(r["labels"], sort_keys=True)
                 last_ns[key] = max(last_ns.get(key, 0), int(r["ns"]))
+                stored.add((key, r["ns"], r["line"]))
     except FileNotFoundError:
         pass
+    HOUR_NS = 3600 * 10**9
 
     def validate(doc):
         if not isinstance(doc, dict) or set(doc) != {"streams"}:
@@ -72,9 +79,9 @@ def main():
                     return "ts must be a string of unix nanoseconds, got %r" % (ts,)
                 if not isinstance(line, str):
                     return "line must be a string"
-                if int(ts) < seen.get(key, 0):
-                    return "ts went backwards in stream %s: %s < %s" % (key, ts, seen[key])
-                seen[key] = int(ts)
+                if int(ts) < seen.get(key, 0) - HOUR_NS:
+                    return "entry too old for stream %s: %s is more than an hour before %s" % (key, ts, seen[key])
+                seen[key] = max(seen.get(key, 0), int(ts))
         return None
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -120,6 +127,9 @@ def main():
                 for s in doc["streams"]:
                     key = json.dumps(s["stream"], sort_keys=True)
                     for ts, line in s["values"]:
+                        if (key, ts, line) in stored:
+                            continue  # Loki drops an exact duplicate
+                        stored.add((key, ts, line))
                         f.write(json.dumps({"labels": s["stream"], "ns": ts, "line": line}) + "\n")
                         last_ns[key] = max(last_ns.get(key, 0), int(ts))
             self.answer(204)
