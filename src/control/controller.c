@@ -21,6 +21,8 @@
 #include "control/secrets.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/net.h"
+#include "core/str.h"
 
 #define MAX_EVENTS 256
 #define HPA_WINDOW_MS 5000
@@ -52,8 +54,9 @@ struct pod {
     struct {                /* HPA: CPU seconds samples, a ring */
         double cpu;
         uint64_t at_ms;
-    } cpu[16];
-    unsigned ncpu;
+    } cpu[16], rq[16];      /* ... and served requests (requests/s) */
+    unsigned ncpu, nrq;
+    struct http1_client_call *metrics_call; /* reading its /metrics for requests/s */
 };
 
 struct hpa_rec {
@@ -494,6 +497,8 @@ static const char *image_path(struct controller *c, const char *ref, char *path,
 
 static void pod_free(struct pod *p)
 {
+    if (p->metrics_call)
+        http1_client_cancel(p->metrics_call);
     loop_timer_stop(&p->term_timer);
     free(p->config);
     free(p);
@@ -954,41 +959,123 @@ static void tick(struct loop_timer *t)
 
 /* ---- HorizontalPodAutoscaler ------------------------------------------------------ */
 
-static void hpa_step(struct controller *c, const struct model_hpa *h, struct dep *dp, uint64_t now)
+/* Per-second rate of a counter over at least HPA_WINDOW_MS of its samples
+ * (ring of 16): -1 when there is no older sample yet. */
+static double sample_rate(const struct pod *p, bool requests, double now_value, uint64_t now)
+{
+    unsigned cap = 16, n = requests ? p->nrq : p->ncpu, have = n < cap ? n : cap;
+    int from = -1;
+    for (unsigned k = 1; k <= have; k++) {
+        unsigned idx = (n - k) % cap;
+        from = (int)idx;
+        uint64_t at = requests ? p->rq[idx].at_ms : p->cpu[idx].at_ms;
+        if (now - at >= HPA_WINDOW_MS)
+            break;
+    }
+    if (from < 0)
+        return -1;
+    uint64_t at = requests ? p->rq[from].at_ms : p->cpu[from].at_ms;
+    double v = requests ? p->rq[from].cpu : p->cpu[from].cpu;
+    return now > at ? (now_value - v) / ((double)(now - at) / 1000.0) : -1;
+}
+
+/* Requests served by a replica so far, from its sidecar's /metrics
+ * (inbound strata_mesh_requests_total), or its app's own
+ * (strata_http_requests_total without the probes and scrapes). */
+static double count_requests(struct str text, bool sidecar)
 {
     double sum = 0;
-    int n = 0;
+    const char *p = text.p, *end = text.p + text.n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        char line[1024];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            bool want = sidecar ? !strncmp(line, "strata_mesh_requests_total{", 27) && strstr(line, "direction=\"inbound\"")
+                                : !strncmp(line, "strata_http_requests_total{", 27) && !strstr(line, "\"/healthz\"") &&
+                                      !strstr(line, "\"/readyz\"") && !strstr(line, "\"/metrics\"");
+            const char *sp = want ? strrchr(line, ' ') : NULL;
+            if (sp)
+                sum += strtod(sp + 1, NULL);
+        }
+        p += len + 1;
+    }
+    return sum;
+}
+
+static void metrics_read(int err, const struct http1_client_response *resp, void *arg)
+{
+    struct pod *p = arg;
+    p->metrics_call = NULL;
+    if (err || resp->status != 200)
+        return;
+    unsigned idx = p->nrq++ % 16;
+    p->rq[idx].cpu = count_requests(resp->body, p->has_proxy);
+    p->rq[idx].at_ms = loop_now_ms(p->c->loop);
+}
+
+static void metrics_fetch(struct controller *c, struct pod *p)
+{
+    if (p->metrics_call || !p->rr || p->terminating)
+        return;
+    struct http1_client_request rq = { .method = STR_LIT("GET"), .target = STR_LIT("/metrics"), .timeout_ms = 2000 };
+    const char *addr = p->has_proxy ? p->admin_addr : p->app_addr;
+    rq.host = str_from_cstr(addr);
+    if (net_addr_parse(rq.host, false, &rq.addr) < 0)
+        return;
+    http1_client_send(c->client, &rq, metrics_read, p, &p->metrics_call);
+}
+
+static void hpa_step(struct controller *c, const struct model_hpa *h, struct dep *dp, uint64_t now)
+{
+    double cpu_sum = 0, rq_sum = 0;
+    int ncpu = 0, nrq = 0;
     int64_t req = dp->d->containers[0].cpu_request_millis;
     for_each_pod(dp, p)
     {
         if (!p->rr || p->terminating)
             continue;
-        double cpu = rt_replica_cpu_seconds(p->rr);
         /* Usage over at least HPA_WINDOW_MS (as metrics-server's window):
          * CPU time comes in 10 ms ticks, one sample interval alone is noise. */
-        unsigned cap = sizeof p->cpu / sizeof *p->cpu, have = p->ncpu < cap ? p->ncpu : cap;
-        int from = -1;
-        for (unsigned k = 1; k <= have; k++) {
-            unsigned idx = (p->ncpu - k) % cap;
-            from = (int)idx;
-            if (now - p->cpu[idx].at_ms >= HPA_WINDOW_MS)
-                break;
+        double cpu = rt_replica_cpu_seconds(p->rr), used = sample_rate(p, false, cpu, now);
+        if (p->ready && used >= 0 && req > 0) {
+            cpu_sum += used * 100.0 / ((double)req / 1000.0);
+            ncpu++;
         }
-        if (p->ready && from >= 0 && now > p->cpu[from].at_ms && req > 0) {
-            double used = (cpu - p->cpu[from].cpu) / ((double)(now - p->cpu[from].at_ms) / 1000.0);
-            sum += used * 100.0 / ((double)req / 1000.0);
-            n++;
-        }
-        p->cpu[p->ncpu % cap].cpu = cpu;
-        p->cpu[p->ncpu % cap].at_ms = now;
+        p->cpu[p->ncpu % 16].cpu = cpu;
+        p->cpu[p->ncpu % 16].at_ms = now;
         p->ncpu++;
+        if (h->requests_per_second_milli > 0) {
+            double rps = p->nrq ? sample_rate(p, true, p->rq[(p->nrq - 1) % 16].cpu, p->rq[(p->nrq - 1) % 16].at_ms) : -1;
+            if (p->ready && rps >= 0) {
+                rq_sum += rps;
+                nrq++;
+            }
+            metrics_fetch(c, p);
+        }
     }
-    if (!n || h->cpu_utilization <= 0)
+    /* Each metric's recommendation; the largest wins (as Kubernetes). */
+    int rec = -1;
+    double avg = 0;
+    char what[96] = "";
+    if (ncpu && h->cpu_utilization > 0) {
+        avg = cpu_sum / ncpu;
+        double ratio = avg / h->cpu_utilization;
+        rec = ratio > 1.1 || ratio < 0.9 ? (int)(dp->desired * ratio + 0.999) : dp->desired; /* 10% tolerance */
+        snprintf(what, sizeof what, "CPU %.0f%% of requests (target %d%%)", avg, h->cpu_utilization);
+    }
+    if (nrq && h->requests_per_second_milli > 0) {
+        double per = rq_sum / nrq, target = (double)h->requests_per_second_milli / 1000.0, ratio = per / target;
+        int r = ratio > 1.1 || ratio < 0.9 ? (int)(dp->desired * ratio + 0.999) : dp->desired;
+        if (r > rec) {
+            rec = r;
+            snprintf(what, sizeof what, "%.1f requests/s per replica (target %.1f)", per, target);
+        }
+    }
+    if (rec < 0)
         return;
-    double avg = sum / n, ratio = avg / h->cpu_utilization;
-    int rec = dp->desired;
-    if (ratio > 1.1 || ratio < 0.9) /* Kubernetes' 10% tolerance */
-        rec = (int)(dp->desired * ratio + 0.999);
     if (rec < h->min_replicas)
         rec = h->min_replicas;
     if (rec > h->max_replicas)
@@ -1008,8 +1095,7 @@ static void hpa_step(struct controller *c, const struct model_hpa *h, struct dep
     int target = up > dp->desired ? up : down < dp->desired ? down : dp->desired;
     if (target != dp->desired) {
         event(c, dp->d->name, target > dp->desired ? "ScaledUp" : "ScaledDown",
-              "HorizontalPodAutoscaler %s: CPU %.0f%% of requests (target %d%%): %d → %d replicas", h->name, avg,
-              h->cpu_utilization, dp->desired, target);
+              "HorizontalPodAutoscaler %s: %s: %d → %d replicas", h->name, what, dp->desired, target);
         dp->desired = target;
         schedule_reconcile(c);
     }

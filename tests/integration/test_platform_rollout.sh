@@ -240,6 +240,34 @@ sed -i -e '0,/^            cpu: 200m/s//            cpu: 20m/' \
   -e 's/^      stabilizationWindowSeconds: 60$/      stabilizationWindowSeconds: 5/' "$D2/order.yaml"
 [ "$(grep -c 'cpu: 20m' "$D2/order.yaml")" = 1 ] && grep -q 'stabilizationWindowSeconds: 5$' "$D2/order.yaml" \
   || fail "the sed edits of $D2/order.yaml"
+# order-svc-v2 scales on requests/s (the Pods metric), 1–2 at 3 requests/s
+# per replica: the gateway's 10 % of the load is well above it.
+cat >>"$D2/order.yaml" <<'YAML'
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: order-svc-v2
+  namespace: default
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: order-svc-v2
+  minReplicas: 1
+  maxReplicas: 2
+  metrics:
+  - type: Pods
+    pods:
+      metric:
+        name: requests_per_second
+      target:
+        type: AverageValue
+        averageValue: "3"
+  behavior:
+    scaleDown:
+      stabilizationWindowSeconds: 5
+YAML
 up hpa "$D2" --hpa-interval-ms 1000
 status_json
 [ "$(w order-svc-v1 .replicas)" = 2 ] || fail "order-svc-v1 does not start with 2 replicas"
@@ -254,6 +282,7 @@ idle_end=$(($(now_ms) + 4000))
 while (($(now_ms) < idle_end)); do
   status_json
   [ "$(w order-svc-v1 .replicas)" = 2 ] || fail "order-svc-v1 scaled to $(w order-svc-v1 .replicas) without load"
+  [ "$(w order-svc-v2 .replicas)" = 1 ] || fail "order-svc-v2 scaled to $(w order-svc-v2 .replicas) without load"
   sleep 0.5
 done
 strata events order-svc-v1 >"$S/events0" || fail "strata events"
@@ -271,6 +300,13 @@ while :; do
   sleep 0.5
 done
 t_up=$(($(now_ms) - t0))
+until status_json && [ "$(w order-svc-v2 .replicas)" = 2 ]; do
+  (($(now_ms) < deadline)) || fail "order-svc-v2 (requests/s) not scaled up under load: $(strata events order-svc-v2 | tail -5)"
+  sleep 0.5
+done
+strata events order-svc-v2 >"$S/events-v2" || fail "strata events"
+grep -q 'ScaledUp .*requests/s per replica' "$S/events-v2" || fail "no ScaledUp on requests/s: $(cat "$S/events-v2")"
+ok "HPA on requests/s: order-svc-v2 1 → 2 under load ($(grep ScaledUp "$S/events-v2" | head -1 | sed 's/.*HorizontalPodAutoscaler order-svc-v2: //'))"
 sleep 3 # let it settle at its peak under load
 status_json
 peak=$(w order-svc-v1 .replicas)
@@ -286,6 +322,10 @@ until status_json && [ "$(w order-svc-v1 '.replicas == 2 and (.pods | length) ==
   sleep 0.5
 done
 t_down=$(($(now_ms) - t0))
+until status_json && [ "$(w order-svc-v2 '.replicas == 1 and (.pods | length) == 1')" = true ]; do
+  (($(now_ms) < deadline)) || fail "order-svc-v2 not back to 1 replica after the load"
+  sleep 0.5
+done
 strata events order-svc-v1 >"$S/events3" || fail "strata events"
 grep -q 'ScaledDown .*HorizontalPodAutoscaler order-svc-v1' "$S/events3" || fail "no ScaledDown event: $(cat "$S/events3")"
 echo "note: $(grep ScaledDown "$S/events3" | tail -1 | sed 's/  */ /g')"
