@@ -64,14 +64,6 @@ static int fail(char *err, size_t errsz, int rc, const char *fmt, ...)
     return rc;
 }
 
-static char *path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 /* file_write_atomic, with the error said in err. */
 static int write_atomic(const char *path, const char *data, size_t len, mode_t mode, char *err, size_t errsz)
@@ -360,7 +352,7 @@ int ca_open(const char *dir, struct ca **out, char *err, size_t errsz)
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return fail(err, errsz, -errno, "%s: cannot create the CA directory: %s", dir, strerror(errno));
     struct ca *ca = calloc(1, sizeof *ca);
-    if (!ca || !(ca->cert_path = path_join(dir, "ca.pem")) || !(ca->key_path = path_join(dir, "ca.key"))) {
+    if (!ca || !(ca->cert_path = file_path_join(dir, "ca.pem")) || !(ca->key_path = file_path_join(dir, "ca.key"))) {
         ca_free(ca);
         return fail(err, errsz, -ENOMEM, "ca: out of memory");
     }

@@ -276,8 +276,7 @@ struct cand {
     bool is_read;
 };
 
-/* "order-svc-1a2b3c4d-x7k2p" → length of "order-svc", or 0. */
-static size_t workload_len(const char *name)
+size_t logsearch_workload_len(const char *name)
 {
     const char *last = strrchr(name, '-');
     if (!last || last == name)
@@ -504,7 +503,7 @@ static int list_candidates(const struct query *q, struct cand **out, size_t *nou
     while ((e = readdir(d)) && nn < MAX_REPLICAS) {
         if (e->d_name[0] == '.')
             continue;
-        size_t wl = workload_len(e->d_name);
+        size_t wl = logsearch_workload_len(e->d_name);
         if (!wl)
             continue;
         if (*q->workload && (strlen(q->workload) != wl || strncmp(q->workload, e->d_name, wl)))

@@ -62,4 +62,8 @@ int logsearch_register(struct service *s, const char *logs_dir, const struct adm
  * milliseconds since the epoch. 0 or -EINVAL. Shared with logship. */
 int logsearch_parse_time(const char *p, size_t n, int64_t *ms_out);
 
+/* A replica's name ("order-svc-1a2b3c4d-x7k2p") → the length of its
+ * workload's ("order-svc"), or 0 when it is not of that form. */
+size_t logsearch_workload_len(const char *replica);
+
 #endif

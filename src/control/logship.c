@@ -208,16 +208,6 @@ static void stream_free(struct stream *st)
     free(st);
 }
 
-static size_t workload_len(const char *name)
-{
-    const char *last = strrchr(name, '-');
-    if (!last || last == name)
-        return 0;
-    const char *p = last - 1;
-    while (p > name && *p != '-')
-        p--;
-    return p > name ? (size_t)(p - name) : 0;
-}
 
 static char *json_quoted(const char *s, size_t n)
 {
@@ -235,7 +225,7 @@ static struct stream *stream_new(struct logship *s, const char *replica, const c
     struct stream *st = calloc(1, sizeof *st);
     if (!st)
         return NULL;
-    size_t wl = workload_len(replica), cl = strlen(container) - 4; /* without ".log" */
+    size_t wl = logsearch_workload_len(replica), cl = strlen(container) - 4; /* without ".log" */
     char *w = json_quoted(replica, wl), *r = json_quoted(replica, strlen(replica)), *c = json_quoted(container, cl);
     bool ok = w && r && c && asprintf(&st->key, "%s/%.*s", replica, (int)cl, container) >= 0 &&
               asprintf(&st->path, "%s/%s/%s", s->logs_dir, replica, container) >= 0;
@@ -387,7 +377,7 @@ static void discover_streams(struct logship *s)
         return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !workload_len(e->d_name))
+        if (e->d_name[0] == '.' || !logsearch_workload_len(e->d_name))
             continue;
         char dir[PATH_MAX];
         if ((size_t)snprintf(dir, sizeof dir, "%s/%s", s->logs_dir, e->d_name) >= sizeof dir)

@@ -706,39 +706,6 @@ static void post_traces(struct service_req *r, void *arg)
 
 /* ---- queries ------------------------------------------------------------- */
 
-/* The value of key in an urlencoded query into out: 1 found, 0 absent,
- * -EINVAL malformed or too long. */
-static int query_get(struct str q, const char *key, char *out, size_t outsz)
-{
-    size_t klen = strlen(key);
-    while (q.n) {
-        const char *amp = memchr(q.p, '&', q.n);
-        struct str part = str_make(q.p, amp ? (size_t)(amp - q.p) : q.n);
-        q = amp ? str_make(amp + 1, q.n - part.n - 1) : str_make(NULL, 0);
-        if (part.n < klen + 1 || memcmp(part.p, key, klen) || part.p[klen] != '=')
-            continue;
-        size_t o = 0;
-        for (size_t i = klen + 1; i < part.n; i++) {
-            char c = part.p[i];
-            if (c == '%') {
-                int hi = i + 2 < part.n ? str_hex_digit(part.p[i + 1]) : -1;
-                int lo = hi >= 0 ? str_hex_digit(part.p[i + 2]) : -1;
-                if (lo < 0)
-                    return -EINVAL;
-                c = (char)(hi * 16 + lo);
-                i += 2;
-            } else if (c == '+') {
-                c = ' ';
-            }
-            if (o + 1 >= outsz || c == '\0')
-                return -EINVAL;
-            out[o++] = c;
-        }
-        out[o] = '\0';
-        return 1;
-    }
-    return 0;
-}
 
 struct summary {
     const struct trace_rec *tr;
@@ -850,10 +817,10 @@ static void list_traces(struct service_req *r, void *arg)
         return;
     struct str q = service_req_request(r)->query;
     char service[MAX_SERVICE + 1], limit_s[16], mindur_s[32], error_s[8];
-    int has_service = query_get(q, "service", service, sizeof service);
-    int has_limit = query_get(q, "limit", limit_s, sizeof limit_s);
-    int has_mindur = query_get(q, "min_duration_ms", mindur_s, sizeof mindur_s);
-    int has_error = query_get(q, "error", error_s, sizeof error_s);
+    int has_service = str_query_get(q, "service", service, sizeof service);
+    int has_limit = str_query_get(q, "limit", limit_s, sizeof limit_s);
+    int has_mindur = str_query_get(q, "min_duration_ms", mindur_s, sizeof mindur_s);
+    int has_error = str_query_get(q, "error", error_s, sizeof error_s);
     uint64_t limit = DEFAULT_LIMIT;
     double min_ms = 0;
     const char *bad = has_service < 0 ? "service: malformed or longer than 128 bytes" : NULL;

@@ -288,39 +288,6 @@ static struct xds_proxy *authenticate(struct service_req *r, struct xds *x)
     return p;
 }
 
-/* Finds key in the query and percent-decodes its value into out. 1 found,
- * 0 absent, -EINVAL malformed or too long. */
-static int query_get(struct str q, const char *key, char *out, size_t outsz)
-{
-    size_t klen = strlen(key);
-    while (q.n) {
-        const char *amp = memchr(q.p, '&', q.n);
-        struct str part = str_make(q.p, amp ? (size_t)(amp - q.p) : q.n);
-        q = amp ? str_make(amp + 1, q.n - part.n - 1) : STR_NULL;
-        if (part.n < klen + 1 || memcmp(part.p, key, klen) || part.p[klen] != '=')
-            continue;
-        size_t o = 0;
-        for (size_t i = klen + 1; i < part.n; i++) {
-            char c = part.p[i];
-            if (c == '%') {
-                int hi = i + 2 < part.n ? str_hex_digit(part.p[i + 1]) : -1;
-                int lo = hi >= 0 ? str_hex_digit(part.p[i + 2]) : -1;
-                if (lo < 0)
-                    return -EINVAL;
-                c = (char)(hi * 16 + lo);
-                i += 2;
-            } else if (c == '+') {
-                c = ' ';
-            }
-            if (o + 1 >= outsz || c == '\0')
-                return -EINVAL;
-            out[o++] = c;
-        }
-        out[o] = '\0';
-        return 1;
-    }
-    return 0;
-}
 
 static void get_config(struct service_req *r, void *arg)
 {
@@ -330,8 +297,8 @@ static void get_config(struct service_req *r, void *arg)
         return;
     struct str q = service_req_request(r)->query;
     char version[XDS_MAX_VERSION + 1], wait[16];
-    int has_version = query_get(q, "version", version, sizeof version);
-    int has_wait = query_get(q, "wait", wait, sizeof wait);
+    int has_version = str_query_get(q, "version", version, sizeof version);
+    int has_wait = str_query_get(q, "wait", wait, sizeof wait);
     uint64_t wait_s = XDS_DEFAULT_WAIT_S;
     if (has_version < 0 || has_wait < 0 ||
         (has_wait && (str_to_u64(str_from_cstr(wait), &wait_s) < 0 || wait_s > XDS_MAX_WAIT_S))) {

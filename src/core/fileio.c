@@ -71,3 +71,12 @@ int file_write_atomic(const char *path, const void *data, size_t len, mode_t mod
 {
     return file_write_atomic_as(path, data, len, mode, (uid_t)-1, (gid_t)-1);
 }
+
+char *file_path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}

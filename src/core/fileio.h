@@ -14,4 +14,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, mode_t mod
 /* The same, owned by uid:gid ((uid_t)-1 / (gid_t)-1: unchanged). */
 int file_write_atomic_as(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid);
 
+/* "dir/name" in a new malloc'd string, or NULL. */
+char *file_path_join(const char *dir, const char *name);
+
 #endif

@@ -35,6 +35,11 @@ struct loop {
     struct loop_defer *defer_head, *defer_tail;
     size_t ndefer;
 
+    /* The batch being dispatched: a handle closed meanwhile has its later
+     * events in it removed, so that its owner may free it at once. */
+    struct epoll_event *batch;
+    int batch_n, batch_pos;
+
     /* cross-thread posts */
     int wakefd;
     struct loop_io wake_io;
@@ -230,6 +235,11 @@ void loop_io_close(struct loop_io *io)
     io->active = 0;
     io->want = 0;
     io->is_closed = true;
+    /* Events still queued for it in this batch must not reach it: the
+     * owner may free it (and the memory be reused) before they would. */
+    for (int i = l->batch_pos + 1; i < l->batch_n; i++)
+        if (l->batch[i].data.ptr == io)
+            l->batch[i].data.ptr = NULL;
 }
 
 /* ---- timers: binary min-heap on deadline ----------------------------- */
@@ -489,9 +499,12 @@ int loop_run_once(struct loop *l, int timeout_ms)
     if (n < 0 && errno != EINTR)
         return -errno;
     loop_update_time(l);
+    l->batch = events;
+    l->batch_n = n;
     for (int i = 0; i < n; i++) {
+        l->batch_pos = i;
         struct loop_io *io = events[i].data.ptr;
-        if (io->is_closed)
+        if (!io || io->is_closed)
             continue;
         unsigned ev = 0;
         if (events[i].events & (EPOLLIN | EPOLLRDHUP))
@@ -502,6 +515,8 @@ int loop_run_once(struct loop *l, int timeout_ms)
             ev |= LOOP_READ | LOOP_WRITE | LOOP_ERROR;
         io->cb(io, ev);
     }
+    l->batch = NULL;
+    l->batch_n = l->batch_pos = 0;
     run_timers(l);
     run_deferred(l);
     return 0;

@@ -104,7 +104,9 @@ void loop_io_init(struct loop *l, struct loop_io *io, int fd, loop_io_cb cb, voi
  * next wait; cheap to call repeatedly. */
 void loop_io_set(struct loop_io *io, unsigned events);
 /* Stops watching now (before the owner closes fd). Pending events for this
- * handle in the current batch are dropped. Does not close the fd. */
+ * handle in the current batch are dropped, so its memory may be freed as
+ * soon as this returns, even from a callback of the same batch. Does not
+ * close the fd. */
 void loop_io_close(struct loop_io *io);
 
 void loop_timer_init(struct loop *l, struct loop_timer *t, loop_timer_cb cb, void *data);

@@ -79,4 +79,9 @@ int str_to_u64(struct str s, uint64_t *out);
  * does not fit (dst is then the empty string). */
 int str_copy_cstr(struct str s, char *dst, size_t dstsz);
 
+/* The value of key in an urlencoded query ("a=1&b=x%20y"), percent- and
+ * '+'-decoded into out (NUL-terminated): 1 found, 0 absent, -EINVAL
+ * malformed, too long for out, or decoding to a NUL. */
+int str_query_get(struct str query, const char *key, char *out, size_t outsz);
+
 #endif

@@ -78,16 +78,6 @@ struct control_client {
 static void poll_send(struct control_client *c);
 static void cert_send(struct control_client *c);
 
-/* ---- small helpers ---------------------------------------------------------------- */
-
-static char *path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 
 static uint32_t next_backoff(uint32_t *b)
@@ -468,9 +458,9 @@ int control_client_new(struct loop *l, const struct control_client_config *cfg, 
         rc = -EINVAL;
     }
     if (rc == 0 && (!(c->url = strdup(cfg->url)) || !(c->node = strdup(cfg->node)) ||
-                    !(c->key_path = path_join(cfg->cert_dir, "key.pem")) ||
-                    !(c->cert_path = path_join(cfg->cert_dir, "cert.pem")) ||
-                    !(c->ca_path = path_join(cfg->cert_dir, "ca.pem")) ||
+                    !(c->key_path = file_path_join(cfg->cert_dir, "key.pem")) ||
+                    !(c->cert_path = file_path_join(cfg->cert_dir, "cert.pem")) ||
+                    !(c->ca_path = file_path_join(cfg->cert_dir, "ca.pem")) ||
                     !(c->http = http1_client_new(l, &(struct http1_client_config){ 0 })))) {
         snprintf(err, errsz, "out of memory");
         rc = -ENOMEM;

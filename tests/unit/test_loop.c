@@ -118,6 +118,63 @@ static void test_io_readiness(void)
     loop_free(l);
 }
 
+/* Two handles ready in one batch: whichever runs first closes and frees
+ * the other (as an owner tearing down a connection or a client does). The
+ * other's event must be dropped, its memory never read (ASan checks). */
+struct pair_io {
+    struct loop_io io;
+    int fd;
+    struct pair_io **other;
+    int *calls;
+};
+
+static void pair_cb(struct loop_io *io, unsigned events)
+{
+    (void)events;
+    struct pair_io *me = io->data;
+    (*me->calls)++;
+    struct pair_io *o = *me->other;
+    if (o) {
+        loop_io_close(&o->io);
+        close(o->fd);
+        free(o);
+        *me->other = NULL;
+    }
+    char b[8];
+    while (read(me->fd, b, sizeof b) > 0) {
+    }
+}
+
+static void test_close_other_in_batch(void)
+{
+    struct loop *l = loop_new();
+    int a[2], b[2], calls = 0;
+    CHECK_INT(pipe2(a, O_NONBLOCK), 0);
+    CHECK_INT(pipe2(b, O_NONBLOCK), 0);
+    struct pair_io *pa = calloc(1, sizeof *pa), *pb = calloc(1, sizeof *pb);
+    pa->fd = a[0];
+    pb->fd = b[0];
+    pa->other = &pb;
+    pb->other = &pa;
+    pa->calls = pb->calls = &calls;
+    loop_io_init(l, &pa->io, a[0], pair_cb, pa);
+    loop_io_init(l, &pb->io, b[0], pair_cb, pb);
+    loop_io_set(&pa->io, LOOP_READ);
+    loop_io_set(&pb->io, LOOP_READ);
+    CHECK_INT(write(a[1], "x", 1), 1);
+    CHECK_INT(write(b[1], "y", 1), 1);
+    loop_run_once(l, 1000);
+    CHECK_INT(calls, 1); /* the freed one's event was dropped */
+    CHECK(!pa != !pb);   /* exactly one left */
+    struct pair_io *left = pa ? pa : pb;
+    loop_io_close(&left->io);
+    close(left->fd);
+    free(left);
+    close(a[1]);
+    close(b[1]);
+    loop_free(l);
+}
+
 static int deferred;
 static void defer_cb(void *data) { deferred += (int)(intptr_t)data; }
 
@@ -223,6 +280,7 @@ int main(void)
     RUN(test_timers_fire_in_order);
     RUN(test_many_timers);
     RUN(test_io_readiness);
+    RUN(test_close_other_in_batch);
     RUN(test_defer_and_post);
     RUN(test_signal);
     RUN(test_net_addr);
