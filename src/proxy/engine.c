@@ -252,6 +252,7 @@ struct fwd {
     uint64_t deadline_ms;       /* the route's timeout, over every attempt */
     unsigned attempt;           /* 0: the first try */
     bool holds_request, holds_retry; /* circuit-breaker counts taken */
+    bool holds_conn, holds_pending;  /* a connection slot; waiting for one */
     bool timer_armed;
     struct loop_timer timer;    /* fault delay, retry backoff */
     void (*on_timer)(struct fwd *f);
@@ -678,6 +679,24 @@ static void fwd_after(struct fwd *f, uint64_t ms, void (*fn)(struct fwd *f))
     loop_timer_start(&f->timer, ms);
 }
 
+/* The connection slot of an attempt that ended (or never left), and the
+ * pending place of a request that stopped waiting. */
+static void release_conn(struct fwd *f)
+{
+    if (f->holds_conn)
+        resil_conn_closed(f->cluster->resil);
+    if (f->holds_pending)
+        resil_pending_release(f->cluster->resil);
+    f->holds_conn = f->holds_pending = false;
+}
+
+static void reply_overflow(struct fwd *f, const char *message)
+{
+    metrics_counter_add(metrics_counter_with(m_overflow, f->cluster->name), 1);
+    const struct http1_header oh[] = { { STR_LIT("x-strata-overflow"), STR_LIT("1") } };
+    reply_error_h(f, 503, "overflow", message, oh, 1);
+}
+
 /* Retries (VirtualService retries): after a failed attempt that the route's
  * retryOn covers, with attempts left, time left, and room in the retry
  * budget and max_retries. True when a retry was scheduled. */
@@ -714,6 +733,7 @@ static void upstream_done(int err, const struct http1_client_response *resp, voi
     struct fwd *f = arg;
     struct http1_exchange *x = f->x;
     f->call = NULL;
+    release_conn(f);
     x->on_abort = NULL;
     atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
     const char *cname = f->cluster->name;
@@ -819,6 +839,7 @@ static void on_abort(struct http1_exchange *x)
         http1_client_cancel(f->call);
         atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
     }
+    release_conn(f);
     f->authn = NULL, f->rl = NULL, f->waf = NULL, f->call = NULL;
     f->reason = "client_closed";
     if (f->up_span) {
@@ -919,9 +940,7 @@ static void forward(struct fwd *f)
     }
     /* Circuit breaking (DestinationRule connectionPool.http.http2MaxRequests). */
     if (!resil_request_acquire(f->cluster->resil)) {
-        metrics_counter_add(metrics_counter_with(m_overflow, f->cluster->name), 1);
-        const struct http1_header oh[] = { { STR_LIT("x-strata-overflow"), STR_LIT("1") } };
-        reply_error_h(f, 503, "overflow", "the destination's circuit breaker is open: too many requests in flight", oh, 1);
+        reply_overflow(f, "the destination's circuit breaker is open: too many requests in flight");
         return;
     }
     f->holds_request = true;
@@ -1046,9 +1065,39 @@ static void send_attempt(struct fwd *f)
     struct http1_exchange *x = f->x;
     const struct proxy_route *rt = f->route;
     uint64_t now = loop_now_ms(f->w->loop);
+    struct resil_cluster *rc = f->cluster->resil;
+    if (now >= f->deadline_ms && f->holds_pending) {
+        resil_conn_refused(rc);
+        reply_overflow(f, "no upstream connection became free within the route's timeout (max_connections)");
+        return;
+    }
     if (now >= f->deadline_ms) {
         reply_error(f, 504, "upstream_timeout", "the upstream did not answer within the route's timeout");
         return;
+    }
+    /* Circuit breaking: max_connections in use (HTTP/1.1: one per attempt
+     * in flight); past it the request waits as pending, up to
+     * max_pending_requests, for one to free up (polled on this worker). */
+    if (!f->holds_conn) {
+        if (!resil_conn_acquire(rc)) {
+            if (!f->holds_pending) {
+                if (!resil_pending_acquire(rc)) {
+                    resil_conn_refused(rc);
+                    reply_overflow(f, "the destination's circuit breaker is open: max_connections in use and "
+                                      "max_pending_requests waiting");
+                    return;
+                }
+                f->holds_pending = true;
+            }
+            x->on_abort = on_abort;
+            fwd_after(f, 1, send_attempt);
+            return;
+        }
+        f->holds_conn = true;
+        if (f->holds_pending) {
+            resil_pending_release(rc);
+            f->holds_pending = false;
+        }
     }
     uint64_t left = f->deadline_ms - now;
     if (rt->retry.per_try_timeout_ms && rt->retry.per_try_timeout_ms < left)
@@ -1076,6 +1125,7 @@ static void send_attempt(struct fwd *f)
     if (http1_client_send(f->w->client, &req, upstream_done, f, &f->call) < 0) {
         x->on_abort = NULL;
         atomic_fetch_sub_explicit(&f->ep->active, 1, memory_order_relaxed);
+        release_conn(f);
         reply_error(f, 503, "upstream_unavailable", "the request could not be sent upstream");
     }
 }
@@ -1418,6 +1468,7 @@ void engine_complete(struct http1_exchange *x, int status, void *arg)
         resil_retry_release(f->cluster->resil);
     if (f->holds_request)
         resil_request_release(f->cluster->resil);
+    release_conn(f);
     struct gen *g = f->g;
     struct route_metrics *rm = f->route ? &g->rm[f->route - g->cfg->routes] : &g->none;
     int k = class_of(status);

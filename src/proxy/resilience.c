@@ -216,6 +216,17 @@ bool resil_conn_allowed(struct resil_cluster *r)
     return false;
 }
 
+bool resil_conn_acquire(struct resil_cluster *r)
+{
+    return !r || counter_acquire(&r->connections, r->breaker.max_connections);
+}
+
+void resil_conn_refused(struct resil_cluster *r)
+{
+    if (r)
+        count(&r->overflow_connections);
+}
+
 void resil_conn_opened(struct resil_cluster *r)
 {
     if (!r)

@@ -149,6 +149,14 @@ void resil_pending_release(struct resil_cluster *r);
  * and go a few over the limit, since a connection is counted only once
  * opened. */
 bool resil_conn_allowed(struct resil_cluster *r);
+/* Takes one of the cluster's max_connections (an upstream connection in
+ * use: with HTTP/1.1 one per attempt in flight), without counting a
+ * refusal: the engine then queues the request as pending (and counts
+ * overflow_connections itself if it gives up). Release with
+ * resil_conn_closed. */
+bool resil_conn_acquire(struct resil_cluster *r);
+/* Counts a request refused for want of a connection. */
+void resil_conn_refused(struct resil_cluster *r);
 /* An upstream connection of the cluster was opened / closed (every one
  * opened is closed once). */
 void resil_conn_opened(struct resil_cluster *r);
