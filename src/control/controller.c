@@ -821,7 +821,7 @@ static int start_pod(struct controller *c, struct dep *dp)
 
 static void reconcile_dep(struct controller *c, struct dep *dp)
 {
-    int new_n = 0, old_n = 0, ready = 0, new_ready = 0;
+    int new_n = 0, old_n = 0, ready = 0;
     for_each_pod(dp, p)
     {
         if (p->terminating)
@@ -830,7 +830,6 @@ static void reconcile_dep(struct controller *c, struct dep *dp)
         new_n += is_new;
         old_n += !is_new;
         ready += p->ready;
-        new_ready += is_new && p->ready;
     }
     if (dp->deleted) {
         for_each_pod(dp, p) pod_terminate(p, "its Deployment was removed");

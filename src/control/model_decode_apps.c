@@ -16,7 +16,7 @@ static bool is_image_ref(const char *s)
 {
     const char *slash = strrchr(s, '/');
     const char *colon = strrchr(slash ? slash : s, ':');
-    if (!colon || colon == s || colon == slash + 1 || !colon[1] || strchr(s, '@'))
+    if (!colon || colon == s || (slash && colon == slash + 1) || !colon[1] || strchr(s, '@'))
         return false;
     if (strlen(colon + 1) > 128)
         return false;

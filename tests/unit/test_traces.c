@@ -382,8 +382,8 @@ static void test_malformed(void)
         "{\"resourceSpans\":[{\"scopeSpans\":[[]]}]}",
         "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":{}}]}]}",
         /* a good span first: the whole body is refused, so it is not kept */
-        "{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"99999999999999999999999999999999\","
-        "\"spanId\":\"9999999999999999\",\"startTimeUnixNano\":\"1\"},7]}]}]}",
+        ("{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"99999999999999999999999999999999\","
+         "\"spanId\":\"9999999999999999\",\"startTimeUnixNano\":\"1\"},7]}]}]}"),
         "{\"a\":1,\"a\":2}",
         "{\"resourceSpans\":[]} trailing",
         "{\"x\":\"\\ud800\"}",
