@@ -1367,11 +1367,18 @@ bool controller_ready(const struct controller *c)
         if (dp->deleted)
             continue;
         int ready = 0;
-        for_each_pod(dp, p) ready += settled_ready(c, p) && !strcmp(p->hash, dp->hash);
+        for_each_pod(dp, p)
+        {
+            ready += settled_ready(c, p) && !strcmp(p->hash, dp->hash);
+            /* Ready means routable: every live proxy runs its latest
+             * config (the endpoints that just turned ready included). */
+            if (p->has_proxy && p->rr && !p->terminating && acked_seq(c, p) < p->config_seq)
+                return false;
+        }
         if (ready < dp->desired)
             return false;
     }
-    return true;
+    return !c->push_pending;
 }
 
 json_t *controller_status(const struct controller *c)
