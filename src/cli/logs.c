@@ -1,4 +1,4 @@
-/* logs.c — strata logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--container C]:
+/* logs.c — strata logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--replica R] [--container C]:
  * the captured JSON lines of every replica of a workload, from the state
  * directory (STATE/logs/<replica>/<container>.log and its rotations). */
 #include <dirent.h>
@@ -84,7 +84,7 @@ static void print_file(const char *path, const char *replica, const struct filte
 
 int cmd_logs(int argc, char **argv)
 {
-    const char *workload = NULL, *state = NULL, *container = "app";
+    const char *workload = NULL, *state = NULL, *container = "app", *replica = NULL;
     struct filter f = { 0 };
     bool follow = false;
     for (int i = 1; i < argc; i++) {
@@ -101,6 +101,8 @@ int cmd_logs(int argc, char **argv)
             f.trace_id = argv[++i];
         else if (!strcmp(a, "--container") && has)
             container = argv[++i];
+        else if (!strcmp(a, "--replica") && has)
+            replica = argv[++i];
         else if (!strcmp(a, "--state") && has)
             state = argv[++i];
         else if (!strcmp(a, "--since") && has) {
@@ -117,7 +119,7 @@ int cmd_logs(int argc, char **argv)
             workload = a;
         else {
             fprintf(stderr, "strata logs: unexpected argument %s\n"
-                            "usage: strata logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--container app|proxy]\n",
+                            "usage: strata logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--replica R] [--container app|proxy]\n",
                     a);
             return 2;
         }
@@ -143,7 +145,7 @@ int cmd_logs(int argc, char **argv)
         while ((e = readdir(d))) {
             /* Replicas are named WORKLOAD-<template hash>-<suffix>. */
             if (strncmp(e->d_name, workload, wl) || e->d_name[wl] != '-' || strchr(e->d_name + wl + 1, '-') == NULL ||
-                strchr(strchr(e->d_name + wl + 1, '-') + 1, '-'))
+                strchr(strchr(e->d_name + wl + 1, '-') + 1, '-') || (replica && strcmp(e->d_name, replica)))
                 continue;
             int k = 0;
             while (k < nrep && strcmp(names[k], e->d_name))

@@ -30,7 +30,7 @@ static int usage(FILE *f)
                "  drain REPLICA|DEPLOYMENT                   evict replicas within the PodDisruptionBudgets\n"
                "  why REQUEST_ID                             what every proxy and app logged for one request\n"
                "  alerts [--all] [-o json]                   alerts firing now (--all: every notification received)\n"
-               "  logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--container app|proxy]\n\n"
+               "  logs WORKLOAD [-f] [--level L] [--trace-id ID] [--since D] [--replica R] [--container app|proxy]\n\n"
                "engines:\n"
                "  proxy    the gateway / sidecar proxy (strata proxy --help)\n"
                "  control  the control plane (what up runs; strata control --help)\n");

@@ -143,12 +143,7 @@ static void token_hex(char *out, size_t nbytes)
         snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-/* A free loopback port: bound, read and released. Ports handed out by this
- * controller are not handed out twice while in use (the kernel could still
- * give one to someone else between the release and the bind: tolerated, the
- * process then fails to listen and is restarted with the same port... so
- * retry on a fresh pod instead). */
-static int free_port(void)
+static int bind_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -160,6 +155,21 @@ static int free_port(void)
                  : -errno;
     close(fd);
     return rc;
+}
+
+int controller_free_port(const int *avoid, size_t navoid)
+{
+    for (int tries = 0; tries < 64; tries++) {
+        int port = bind_free_port();
+        if (port < 0)
+            return port;
+        size_t i = 0;
+        while (i < navoid && avoid[i] != port)
+            i++;
+        if (i == navoid)
+            return port;
+    }
+    return -EADDRINUSE;
 }
 
 static int mkdirs(const char *path, mode_t mode)
@@ -504,12 +514,28 @@ static void pod_free(struct pod *p)
     free(p);
 }
 
+/* Ports in use or promised: the configured ones, every pod's, and the
+ * ones this pod already got. */
+static size_t taken_ports(const struct controller *c, int *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->cfg.nreserved_ports && n < max; i++)
+        out[n++] = c->cfg.reserved_ports[i];
+    for_each_dep(c, dp) for_each_pod(dp, q) for (int k = 0; k < 4 && n < max; k++) out[n++] =
+        k == 0 ? q->app_port : k == 1 ? q->inbound_port : k == 2 ? q->outbound_port : q->admin_port;
+    return n;
+}
+
 static int pod_ports(struct pod *p)
 {
+    static int avoid[4096 + 4];
+    size_t n = taken_ports(p->c, avoid, 4096);
     int ports[4];
-    for (int i = 0; i < 4; i++)
-        if ((ports[i] = free_port()) < 0)
+    for (int i = 0; i < 4; i++) {
+        if ((ports[i] = controller_free_port(avoid, n)) < 0)
             return ports[i];
+        avoid[n++] = ports[i];
+    }
     p->app_port = ports[0];
     p->inbound_port = ports[1];
     p->outbound_port = ports[2];

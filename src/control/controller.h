@@ -24,6 +24,11 @@
 
 struct controller;
 
+/* A free 127.0.0.1 port (bound, read, released) that is none of avoid[]:
+ * the kernel may hand out a port that a listener named in a flag will bind
+ * later (the gateway's, with SO_REUSEPORT: it would share it). <0 -errno. */
+int controller_free_port(const int *avoid, size_t navoid);
+
 struct controller_config {
     const char *state_dir;
     const char *images_dir;     /* the image store */
@@ -35,6 +40,8 @@ struct controller_config {
     uint32_t backoff_base_ms;   /* restart backoff (0: Kubernetes' 10 s) */
     uint32_t hpa_interval_ms;   /* autoscaler period (0: 15 s, as Kubernetes) */
     const char *otlp_endpoint;  /* OTEL_EXPORTER_OTLP_ENDPOINT for apps and proxies, or NULL */
+    const int *reserved_ports;  /* never handed to a replica (public listeners, data layer) */
+    size_t nreserved_ports;
     struct ca *ca;
     struct xds *xds;
 };

@@ -666,7 +666,34 @@ int main(int argc, char **argv)
         model_free(m);
         return 1;
     }
+    /* Every port the platform listens on, chosen now so that none of the
+     * free ports handed out later (data layer, replicas) is one of them. */
+    static int reserved[16];
+    size_t nres = 0;
+    const char *const addrs[] = { c.o.admin, c.o.gw_http, c.o.gw_https };
+    for (size_t i = 0; i < 3; i++) {
+        const char *colon = strrchr(addrs[i], ':');
+        if (colon && atoi(colon + 1) > 0)
+            reserved[nres++] = atoi(colon + 1);
+    }
+    if (c.o.prometheus_port > 0)
+        reserved[nres++] = c.o.prometheus_port;
+    if (c.o.alertmanager_port > 0)
+        reserved[nres++] = c.o.alertmanager_port;
+    int dl_ports[4];
+    for (int i = 0; i < 4; i++) {
+        if ((dl_ports[i] = controller_free_port(reserved, nres)) < 0) {
+            fprintf(stderr, "strata-control: no free port for the data layer: %s\n", strerror(-dl_ports[i]));
+            model_free(m);
+            return 1;
+        }
+        reserved[nres++] = dl_ports[i];
+    }
     struct datalayer_config dc = { .state_dir = c.state,
+                                   .pg_port = dl_ports[0],
+                                   .redis_port = dl_ports[1],
+                                   .nats_port = dl_ports[2],
+                                   .nats_monitor_port = dl_ports[3],
                                    .prometheus_port = c.o.prometheus_port,
                                    .prometheus_config = prom,
                                    .alertmanager_port = c.o.alertmanager_port,
@@ -750,6 +777,8 @@ int main(int argc, char **argv)
         .backoff_base_ms = (uint32_t)c.o.backoff_base_ms,
         .hpa_interval_ms = (uint32_t)c.o.hpa_interval_ms,
         .otlp_endpoint = c.admin_url, /* the control plane keeps recent traces (GET /v1/traces) */
+        .reserved_ports = reserved,
+        .nreserved_ports = nres,
         .ca = c.ca,
         .xds = c.xds,
     };

@@ -126,6 +126,9 @@ ok "Prometheus and Alertmanager ready"
 strata logs order-svc-v1 >"$S/logs" || fail "strata logs"
 grep -q '"level"' "$S/logs" || fail "no JSON log lines for order-svc-v1"
 strata logs order-svc-v1 --level error >/dev/null || fail "strata logs --level"
+ONE=$(jq -r '.workloads[] | select(.name == "order-svc-v1") | .pods[0].name' "$S/status.json")
+strata logs order-svc-v1 --replica "$ONE" >"$S/logs1" || fail "strata logs --replica"
+[ -s "$S/logs1" ] && ! grep -v "^$ONE " "$S/logs1" | grep -q . || fail "strata logs --replica $ONE: lines of other replicas"
 strata events >"$S/events" || fail "strata events"
 grep -q Ready "$S/events" || fail "no Ready events"
 TOKEN_ADMIN=$(cat "$STATE/admin.token")
