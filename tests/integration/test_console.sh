@@ -9,6 +9,7 @@
 set -euo pipefail
 : "${STRATA_BUILD_DIR:?run through ctest (make test)}"
 : "${STRATA_SOURCE_DIR:?run through ctest (make test)}"
+source "$STRATA_SOURCE_DIR/tests/integration/lib/platform.sh"
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
@@ -33,17 +34,7 @@ stop_traffic() {
 
 # Every process whose command line or working directory names our state
 # directory is ours (as in test_platform_up.sh).
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$STATE" ||
-       [[ $(readlink "$p/cwd" 2>/dev/null) == "$STATE"* ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
-  return 0
-}
+ours() { platform_pids "$STATE"; }
 
 cleanup() {
   local rc=$?

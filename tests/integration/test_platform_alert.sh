@@ -23,6 +23,7 @@
 set -euo pipefail
 : "${STRATA_BUILD_DIR:?run through ctest (make test)}"
 : "${STRATA_SOURCE_DIR:?run through ctest (make test)}"
+source "$STRATA_SOURCE_DIR/tests/integration/lib/platform.sh"
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 LUA=$STRATA_SOURCE_DIR/tests/integration/platform-alert/good.lua
@@ -41,17 +42,7 @@ strata() { "$B/strata" "$@" --state "$STATE"; }
 # Every process whose command line or working directory names our state
 # directory is ours (replicas run in STATE/pods/<replica>, servers keep
 # their data in STATE/data).
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$STATE" ||
-       [[ $(readlink "$p/cwd" 2>/dev/null) == "$STATE"* ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
-  return 0
-}
+ours() { platform_pids "$STATE"; }
 
 cleanup() {
   local rc=$? left f
@@ -326,7 +317,7 @@ ok "resolved: notification received $(secs $((T_RESOLVED - T_UNDER))) after the 
 echo "timings: first error → notified firing $(secs $fire_ms) (for: ${PAGE_FOR}s); recovery (apply) → resolved notification $(secs $((T_RESOLVED - T_REC))), of which good traffic $(secs $((T_UNDER - T_DIL))) and ratio under the thresholds → resolved $(secs $((T_RESOLVED - T_UNDER)))"
 
 # ---- 4. down ---------------------------------------------------------------------
-alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+alive() { platform_alive "$1"; }
 mapfile -t PIDS < <(ours)
 ((${#PIDS[@]} >= 18)) || fail "expected at least 18 processes of ours, found ${#PIDS[@]}"
 strata down --timeout 90 >"$S/down.out" 2>&1 || fail "strata down: $(cat "$S/down.out")"

@@ -8,6 +8,7 @@
 set -euo pipefail
 : "${STRATA_BUILD_DIR:?run through ctest (make test)}"
 : "${STRATA_SOURCE_DIR:?run through ctest (make test)}"
+source "$STRATA_SOURCE_DIR/tests/integration/lib/platform.sh"
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 P=$STRATA_SOURCE_DIR/tests/integration/platform
@@ -26,19 +27,9 @@ ms() { echo $(($(date +%s%N) / 1000000)); }
 # Every process whose command line or working directory names one of our
 # state directories is ours (replicas run in STATE/pods/<replica>, servers
 # keep their data in STATE/data).
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$S/" ||
-       [[ $(readlink "$p/cwd" 2>/dev/null) == "$S/"* ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
-  return 0
-}
+ours() { platform_pids "$S/"; }
 # A zombie is gone too: PID 1 here may not reap the control plane's orphans.
-alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+alive() { platform_alive "$1"; }
 live_ours() { local p; for p in $(ours); do if alive "$p"; then echo "$p"; fi; done; return 0; }
 
 cleanup() {

@@ -16,6 +16,7 @@
 set -euo pipefail
 : "${STRATA_BUILD_DIR:?run through ctest (make test)}"
 : "${STRATA_SOURCE_DIR:?run through ctest (make test)}"
+source "$STRATA_SOURCE_DIR/tests/integration/lib/platform.sh"
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 LUA=$STRATA_SOURCE_DIR/tests/integration/platform-rollout/orders.lua
@@ -33,17 +34,7 @@ utc_ms() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
 # Every process whose command line or working directory names state
 # directory $1 is ours (replicas run in STATE/pods/<replica>, servers keep
 # their data in STATE/data).
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$1" ||
-       [[ $(readlink "$p/cwd" 2>/dev/null) == "$1"* ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
-  return 0
-}
+ours() { platform_pids "$1"; }
 
 cleanup() {
   local rc=$? st left f
@@ -157,7 +148,7 @@ wait_versions() {
 # alive PID: running (a zombie counts as gone: PID 1 here may not reap the
 # control plane's orphans). down_clean NAME: `strata down`, then no process
 # of the platform is left.
-alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+alive() { platform_alive "$1"; }
 down_clean() {
   local pids p left
   mapfile -t pids < <(ours "$STATE")

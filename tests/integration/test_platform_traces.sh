@@ -14,6 +14,7 @@
 set -euo pipefail
 : "${STRATA_BUILD_DIR:?run through ctest (make test)}"
 : "${STRATA_SOURCE_DIR:?run through ctest (make test)}"
+source "$STRATA_SOURCE_DIR/tests/integration/lib/platform.sh"
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 S=$(mktemp -d /tmp/strata-traces.XXXXXX)
@@ -25,17 +26,7 @@ port() { "$B/strata-test-freeport"; }
 
 # Every process whose command line or working directory names our state
 # directory is ours (as in test_platform_up.sh).
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$STATE" ||
-       [[ $(readlink "$p/cwd" 2>/dev/null) == "$STATE"* ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
-  return 0
-}
+ours() { platform_pids "$STATE"; }
 
 cleanup() {
   local rc=$?

@@ -8,6 +8,7 @@
 set -euo pipefail
 : "${STRATA_BUILD_DIR:?run through ctest (make test)}"
 : "${STRATA_SOURCE_DIR:?run through ctest (make test)}"
+source "$STRATA_SOURCE_DIR/tests/integration/lib/platform.sh"
 trap "" PIPE
 B=$STRATA_BUILD_DIR
 S=$(mktemp -d /tmp/strata-up.XXXXXX)
@@ -21,17 +22,7 @@ strata() { "$B/strata" "$@" --state "$STATE"; }
 # Every process whose command line or working directory names our state
 # directory is ours (replicas run in STATE/pods/<replica>, servers keep
 # their data in STATE/data).
-ours() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ "${p#/proc/}" = $$ ] && continue
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$STATE" ||
-       [[ $(readlink "$p/cwd" 2>/dev/null) == "$STATE"* ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
-  return 0
-}
+ours() { platform_pids "$STATE"; }
 
 cleanup() {
   local rc=$?
@@ -145,7 +136,7 @@ strata down --timeout 90 >"$S/down.out" || fail "strata down: $(cat "$S/down.out
 left=$(ours)
 [ -z "$left" ] || fail "processes left after down: $left"
 # A zombie is gone too: PID 1 here may not reap the control plane's orphans.
-alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1; [ -n "$st" ] && [ "$st" != Z ]; }
+alive() { platform_alive "$1"; }
 for p in "${PIDS[@]}"; do ! alive "$p" || fail "pid $p survived down: $(tr '\0' ' ' <"/proc/$p/cmdline")"; done
 ok "strata down: all ${#PIDS[@]} processes gone"
 
