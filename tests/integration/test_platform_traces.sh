@@ -130,11 +130,16 @@ ok "one tree: the gateway's server span is the only child of our span; every oth
 
 # Timings: a child starts after its parent starts and ends before it ends
 # (1 ms of slack: every process reads the same wall clock, in µs or ns).
+# Across processes (a server span under the caller's client span) the
+# server ends its span only after writing the answer, which the caller may
+# have read and closed its own span on already: 20 ms of slack at the end
+# there, for a machine busy with other tests.
 bad=$(J '(.spans | map({key: .span_id, value: .}) | from_entries) as $by |
   [.spans[] | select($by[.parent_span_id] != null) | . as $c | $by[$c.parent_span_id] as $p |
+   (if $c.kind == "server" and $p.kind == "client" then 20e6 else 1e6 end) as $end_slack |
    select(($c.start_unix_nano | tonumber) < ($p.start_unix_nano | tonumber) - 1e6 or
-          ($c.end_unix_nano | tonumber) > ($p.end_unix_nano | tonumber) + 1e6) |
-   "\($c.service)/\($c.name) outside \($p.service)/\($p.name)"] | join("; ")')
+          ($c.end_unix_nano | tonumber) > ($p.end_unix_nano | tonumber) + $end_slack) |
+   "\($c.service)/\($c.name) outside \($p.service)/\($p.name) (start \((($c.start_unix_nano | tonumber) - ($p.start_unix_nano | tonumber)) / 1e6) ms, end \((($c.end_unix_nano | tonumber) - ($p.end_unix_nano | tonumber)) / 1e6) ms)"] | join("; ")')
 [ -z "$bad" ] || fail "children outside their parents: $bad"
 ok "every child starts after its parent starts and ends before it ends"
 
