@@ -64,6 +64,7 @@ struct control {
     struct logship *logship;
     char admin_url[128];
     char ca_file[PATH_MAX];
+    char rules_dir[PATH_MAX + 48], am_file[PATH_MAX + 64], token_file[PATH_MAX + 16];
 };
 
 static void usage(FILE *f)
@@ -396,9 +397,11 @@ static void h_apply(struct service_req *r, void *arg)
     json_t *body;
     if (service_req_json(r, 0, &body) < 0)
         return;
-    const char *dir = json_string_value(json_object_get(body, "dir"));
+    const char *dir_in = json_string_value(json_object_get(body, "dir"));
     bool dry = json_is_true(json_object_get(body, "dry_run"));
-    if (!dir || dir[0] != '/') {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", dir_in ? dir_in : "");
+    if (!dir_in || dir[0] != '/' || strlen(dir_in) >= sizeof dir) {
         json_decref(body);
         service_reply_error(r, 422, "invalid_request", "dir: an absolute path to a directory of manifests is required");
         return;
@@ -438,6 +441,12 @@ static void h_apply(struct service_req *r, void *arg)
         return;
     }
     controller_apply(c->ctl, m, secrets);
+    /* The rules of deploy/observability too: Prometheus rereads them. */
+    char err[1024];
+    if (observability_install(dir, c->rules_dir, c->am_file, c->o.admin, c->token_file, err, sizeof err) < 0)
+        log_warn("observability rules not reinstalled", LOG_STR("error", err));
+    else
+        datalayer_prometheus_reload(c->dl);
     service_reply_json(r, 200, json_pack("{s:b, s:o}", "applied", 1, "warnings", warnings));
 }
 
@@ -658,10 +667,10 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Rules and the Alertmanager config from deploy/observability/. */
-    char rules_dir[PATH_MAX + 48], token_file[PATH_MAX + 16];
-    snprintf(rules_dir, sizeof rules_dir, "%s/prometheus/rules", c.state);
-    snprintf(token_file, sizeof token_file, "%s/admin.token", c.state);
-    if (observability_install(c.o.manifests, rules_dir, am, c.o.admin, token_file, err, sizeof err) < 0) {
+    snprintf(c.rules_dir, sizeof c.rules_dir, "%s/prometheus/rules", c.state);
+    snprintf(c.token_file, sizeof c.token_file, "%s/admin.token", c.state);
+    snprintf(c.am_file, sizeof c.am_file, "%s", am);
+    if (observability_install(c.o.manifests, c.rules_dir, am, c.o.admin, c.token_file, err, sizeof err) < 0) {
         fprintf(stderr, "strata-control: %s\n", err);
         model_free(m);
         return 1;
