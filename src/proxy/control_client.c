@@ -186,16 +186,24 @@ static void renewed(struct control_client *c)
         c->certs(c->arg);
 }
 
+/* A failure worth retrying (no answer, or a 5xx): true, with why filled. */
+static bool transient_failure(int err, const struct http1_client_response *resp, char *why, size_t n)
+{
+    if (!err && resp->status < 500)
+        return false;
+    if (err)
+        snprintf(why, n, "%s", strerror(-err));
+    else
+        describe_status(resp, why, n);
+    return true;
+}
+
 static void cert_done(int err, const struct http1_client_response *resp, void *arg)
 {
     struct control_client *c = arg;
     c->cert_call = NULL;
     char why[400];
-    if (err || resp->status >= 500) {
-        if (err)
-            snprintf(why, sizeof why, "%s", strerror(-err));
-        else
-            describe_status(resp, why, sizeof why);
+    if (transient_failure(err, resp, why, sizeof why)) {
         if (!boot_fail(c, false, "POST certificate", why))
             cert_retry(c, why);
         return;
@@ -323,11 +331,7 @@ static void poll_done(int err, const struct http1_client_response *resp, void *a
     struct control_client *c = arg;
     c->poll_call = NULL;
     char why[400];
-    if (err || resp->status >= 500) {
-        if (err)
-            snprintf(why, sizeof why, "%s", strerror(-err));
-        else
-            describe_status(resp, why, sizeof why);
+    if (transient_failure(err, resp, why, sizeof why)) {
         if (!boot_fail(c, false, "GET config", why))
             poll_retry(c, why);
         return;
